@@ -1,0 +1,95 @@
+# PERK in Go. `make test` and `make demo` work on a fresh machine with Go, gcc
+# and git: they install what else they need (scripts/deps.sh).
+
+GO        ?= go
+NVCC      ?= nvcc
+PTXAS     ?= ptxas
+CMAKE     ?= cmake
+NVCC_ARCH ?= compute_80
+PTX_OUT   ?= kernels/ptx
+GPU_CHECK_OUT ?= ./gpu-check-out
+BUILD     ?= build
+
+KERNEL_SRCS := $(sort $(wildcard kernels/*.cu))
+KERNEL_HDRS := $(wildcard kernels/*.cuh)
+FAMILIES    := $(basename $(notdir $(KERNEL_SRCS)))
+
+.PHONY: all deps ptx ptx-check cmake-check build build-cuda vet test test-go fuzz golden bench gpu-check demo clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+# Generic PTX (compute_80: runs on Ampere and, by JIT, on Hopper), checked in
+# and embedded. PTX_OUT and NVCC_ARCH may be overridden (gpu-check builds sm_90).
+ptx:
+	@mkdir -p $(PTX_OUT)
+	@for f in $(FAMILIES); do \
+	  $(NVCC) -ptx -arch=$(NVCC_ARCH) -Ikernels -o $(PTX_OUT)/$$f.ptx kernels/$$f.cu || exit 1; \
+	done
+	@echo "ptx: $(FAMILIES) -> $(PTX_OUT) ($(NVCC_ARCH))"
+	@if [ "$(PTX_OUT)" = kernels/ptx ]; then $(GO) generate ./kernels/emu; fi  # emulator rebuild digest
+
+# Rebuild into a temp dir, fail if the checked-in PTX differs; ptxas -v for
+# sm_80 and sm_90, fail on any spill, write kernels/ptx/RESOURCES.md.
+ptx-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(MAKE) -s ptx PTX_OUT=$$tmp >/dev/null || exit 1; \
+	if ! diff -r -q $$tmp kernels/ptx --exclude=RESOURCES.md >/dev/null; then \
+	  echo "ptx-check: kernels/ptx is stale; run 'make ptx' and commit:"; diff -r -q $$tmp kernels/ptx --exclude=RESOURCES.md; exit 1; \
+	fi; \
+	./scripts/ptx-resources.sh kernels/ptx kernels/ptx/RESOURCES.md && echo "ptx-check: PTX up to date, no spills (kernels/ptx/RESOURCES.md)"
+
+# CMake's CUDA language must build the same PTX.
+cmake-check:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(CMAKE) -S . -B $$tmp -DCMAKE_CUDA_COMPILER=$$(command -v $(NVCC)) >$$tmp.log 2>&1 && \
+	$(CMAKE) --build $$tmp >>$$tmp.log 2>&1 || { cat $$tmp.log; rm -f $$tmp.log; exit 1; }; rm -f $$tmp.log; \
+	for f in $(FAMILIES); do \
+	  cmp -s $$tmp/ptx/$$f.ptx kernels/ptx/$$f.ptx || { echo "cmake-check: $$f.ptx differs between CMake and make ptx"; exit 1; }; \
+	done; echo "cmake-check: CMake builds identical PTX for $(FAMILIES)"
+
+build:
+	$(GO) build ./...
+
+build-cuda:
+	$(GO) build -tags cuda ./...
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags cuda ./...
+	$(GO) vet -tags openblas ./nn/cpu/
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+
+test: deps ptx-check cmake-check vet test-go fuzz
+
+# The Go tests; the golden harness writes the per-kernel error table, shown last.
+test-go:
+	@report=$$(mktemp); trap 'rm -f $$report' EXIT; \
+	PERK_GOLDEN_REPORT=$$report $(GO) test -count=1 -timeout 25m ./... || exit 1; \
+	$(GO) test -count=1 -race ./runtime/... || exit 1; \
+	echo; echo "Golden kernel tests (emu device): max relative error per kernel"; cat $$report
+
+# Brief runs of the fuzzers over their committed seeds and new inputs.
+FUZZTIME ?= 5s
+fuzz:
+	$(GO) test -run xxx -fuzz FuzzParseHeader -fuzztime $(FUZZTIME) ./nn/safetensors/
+	$(GO) test -run xxx -fuzz FuzzEncode -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./nn/tokenizer/
+
+# Regenerate the PyTorch reference fixtures (installs Debian's python3-torch).
+golden:
+	./tools/golden/gen.sh
+
+bench:
+	$(GO) test -run xxx -bench . -benchtime 200x ./runtime/... ./bench/...
+
+gpu-check:
+	GPU_CHECK_OUT=$(GPU_CHECK_OUT) ./scripts/gpu-check.sh
+
+demo:
+	$(GO) run ./cmd/bench selfcheck
+
+clean:
+	rm -rf $(BUILD) $(GPU_CHECK_OUT)
