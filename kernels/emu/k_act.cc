@@ -1,0 +1,2 @@
+// Emulator build of kernels/act.cu.
+#include "../act.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/attention.cu.
+#include "../attention.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/axpy.cu.
+#include "../axpy.cu"

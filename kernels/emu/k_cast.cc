@@ -1,0 +1,2 @@
+// Emulator build of kernels/cast.cu.
+#include "../cast.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/embed.cu.
+#include "../embed.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/fill.cu.
+#include "../fill.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/gemm.cu.
+#include "../gemm.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/lora.cu.
+#include "../lora.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/norm.cu.
+#include "../norm.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/optim.cu.
+#include "../optim.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/reduce.cu.
+#include "../reduce.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/rope.cu.
+#include "../rope.cu"

@@ -1,0 +1,2 @@
+// Emulator build of kernels/xent.cu.
+#include "../xent.cu"
