@@ -1,0 +1,160 @@
+package cpu
+
+import (
+	"github.com/perkgo/perk/nn"
+	"github.com/perkgo/perk/runtime"
+)
+
+// elemGrain is the number of elements one parallel task handles in
+// elementwise ops and reductions. Reductions sum partials of exactly this many
+// elements in order, which fixes their rounding independently of GOMAXPROCS.
+const elemGrain = 1 << 14
+
+// Zero sets every element of x to 0.
+func (*Backend) Zero(x *nn.Tensor) error {
+	ck := newChecker("zero")
+	ck.tensor("x", x)
+	if ck.err != nil {
+		return ck.err
+	}
+	if x.DType() == runtime.F32 {
+		clear(data[float32](x))
+	} else {
+		clear(data[float64](x))
+	}
+	return nil
+}
+
+// Copy copies src into dst; both have the same dtype and element count.
+func (*Backend) Copy(dst, src *nn.Tensor) error {
+	ck := newChecker("copy")
+	ck.tensor("dst", dst)
+	ck.tensor("src", src)
+	if src != nil {
+		ck.numel("dst", dst, src.Numel())
+	}
+	if ck.err != nil {
+		return ck.err
+	}
+	if dst.DType() == runtime.F32 {
+		copy(data[float32](dst), data[float32](src))
+	} else {
+		copy(data[float64](dst), data[float64](src))
+	}
+	return nil
+}
+
+// CopyColumns copies cols columns of the 2-D src, starting at srcOff, into
+// the 2-D dst starting at dstOff (see nn.Backend.CopyColumns).
+func (*Backend) CopyColumns(dst *nn.Tensor, dstOff int, src *nn.Tensor, srcOff int, cols int) error {
+	ck := newChecker("copycolumns")
+	ck.tensor("dst", dst, -1, -1)
+	ck.tensor("src", src, -1, -1)
+	if ck.err != nil {
+		return ck.err
+	}
+	if dst.Dim(0) != src.Dim(0) {
+		return ck.failfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
+	}
+	if cols < 0 || srcOff < 0 || srcOff+cols > src.Dim(1) {
+		return ck.failfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
+	}
+	if dstOff < 0 || dstOff+cols > dst.Dim(1) {
+		return ck.failfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
+	}
+	if dst.DType() == runtime.F32 {
+		copyColumns(data[float32](dst), dst.Dim(1), dstOff, data[float32](src), src.Dim(1), srcOff, dst.Dim(0), cols)
+	} else {
+		copyColumns(data[float64](dst), dst.Dim(1), dstOff, data[float64](src), src.Dim(1), srcOff, dst.Dim(0), cols)
+	}
+	return nil
+}
+
+func copyColumns[T Float](dst []T, ldd, dstOff int, src []T, lds, srcOff, rows, cols int) {
+	parallelFor(rows, rowGrain(cols), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			copy(dst[i*ldd+dstOff:i*ldd+dstOff+cols], src[i*lds+srcOff:i*lds+srcOff+cols])
+		}
+	})
+}
+
+// Add sets out = a + b elementwise; out may alias a or b.
+func (*Backend) Add(a, b, out *nn.Tensor) error {
+	ck := newChecker("add")
+	ck.tensor("a", a)
+	ck.tensor("b", b)
+	ck.tensor("out", out)
+	if a != nil {
+		ck.numel("b", b, a.Numel())
+		ck.numel("out", out, a.Numel())
+	}
+	if ck.err != nil {
+		return ck.err
+	}
+	if a.DType() == runtime.F32 {
+		add(data[float32](a), data[float32](b), data[float32](out))
+	} else {
+		add(data[float64](a), data[float64](b), data[float64](out))
+	}
+	return nil
+}
+
+func add[T Float](a, b, out []T) {
+	parallelFor(len(out), elemGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = a[i] + b[i]
+		}
+	})
+}
+
+// Axpy sets y += alpha·x.
+func (*Backend) Axpy(alpha float64, x, y *nn.Tensor) error {
+	ck := newChecker("axpy")
+	ck.tensor("x", x)
+	ck.tensor("y", y)
+	if x != nil {
+		ck.numel("y", y, x.Numel())
+	}
+	if ck.err != nil {
+		return ck.err
+	}
+	if x.DType() == runtime.F32 {
+		axpy(alpha, data[float32](x), data[float32](y))
+	} else {
+		axpy(alpha, data[float64](x), data[float64](y))
+	}
+	return nil
+}
+
+func axpy[T Float](alpha float64, x, y []T) {
+	a := T(alpha)
+	parallelFor(len(y), elemGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			y[i] += a * x[i]
+		}
+	})
+}
+
+// Scale sets x *= alpha.
+func (*Backend) Scale(alpha float64, x *nn.Tensor) error {
+	ck := newChecker("scale")
+	ck.tensor("x", x)
+	if ck.err != nil {
+		return ck.err
+	}
+	if x.DType() == runtime.F32 {
+		scale(alpha, data[float32](x))
+	} else {
+		scale(alpha, data[float64](x))
+	}
+	return nil
+}
+
+func scale[T Float](alpha float64, x []T) {
+	a := T(alpha)
+	parallelFor(len(x), elemGrain, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			x[i] *= a
+		}
+	})
+}

@@ -1,0 +1,18 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package safetensors
+
+import (
+	"os"
+	"syscall"
+)
+
+// mapFile maps size bytes of f read-only and returns the mapping with the
+// function that releases it.
+func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
+	b, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, func() error { return syscall.Munmap(b) }, nil
+}
