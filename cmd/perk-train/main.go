@@ -1,0 +1,413 @@
+// Command perk-train meta-trains PERK: the LoRA initialisation, the
+// per-step inner learning rates and the token-weighting network, on JSONL
+// records, with a frozen base model.
+//
+//	perk-train --model DIR --data FILE.jsonl --out DIR --steps N [flags]
+//	perk-train --model DIR --data FILE.jsonl --dump-metagrad OUT.safetensors [flags]
+//
+// --dump-metagrad computes the meta-gradient of the first record and writes
+// it under checkpoint names (PEFT LoRA names for the initialisation,
+// perk.lr.<name>, perk.weighting.*, plus outer_loss and inner_losses), then
+// exits. Run with --help for every flag.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/perkgo/perk/nn/cpu"
+	"github.com/perkgo/perk/nn/model"
+	"github.com/perkgo/perk/nn/safetensors"
+	"github.com/perkgo/perk/nn/tokenizer"
+	"github.com/perkgo/perk/perk"
+	"github.com/perkgo/perk/runtime"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "perk-train:", err)
+		os.Exit(1)
+	}
+}
+
+// options holds the parsed flags.
+type options struct {
+	mode, dump, modelDir, data, initAdapter, initState, device, precision string
+	innerSteps, unrollStart                                               int
+	innerOpt                                                              string
+	innerLR                                                               float64
+	innerBetas                                                            []float64
+	innerEps, innerWD                                                     float64
+	loraRank                                                              int
+	loraAlpha, loraDropout                                                float64
+	rslora                                                                bool
+	loraTargets                                                           []string
+	weighting                                                             bool
+	weightingHidden                                                       int
+	weightingBeta                                                         float64
+	hvp                                                                   string
+	fdStep                                                                float64
+	fdPoints, innerAccum                                                  int
+	supportTarget, shuffleDocs                                            bool
+	seed                                                                  uint64
+	policy                                                                string
+
+	steps, saveEvery, logEvery, gradAccum int
+	out, resume                           string
+	outerLR, outerLRLRs                   float64
+	outerBetas                            []float64
+	outerEps, outerWD, warmup, clip       float64
+	trainBase                             bool
+}
+
+func newFlags(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("perk-train", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringVar(&o.mode, "mode", "perk", "training mode (perk: meta-train the LoRA init, learned inner LRs and token weighting)")
+	fs.StringVar(&o.dump, "dump-metagrad", "", "compute the meta-gradient of the first record, write it to this .safetensors file under checkpoint names, and exit")
+	fs.StringVar(&o.modelDir, "model", "", "base model directory: Hugging Face config.json, model.safetensors (or shards) and tokenizer.json (required)")
+	fs.StringVar(&o.data, "data", "", `JSONL records {"id", "context": [...], "question", "answer", "support"?: [...]} (required)`)
+	fs.StringVar(&o.initAdapter, "init-adapter", "", "PEFT adapter directory for the LoRA initialisation (rank, alpha, rsLoRA, dropout and targets come from it)")
+	fs.StringVar(&o.initState, "init-state", "", "perk_state.safetensors with the learned inner LRs and the weighting network to start from")
+	fs.StringVar(&o.device, "device", "cpu", "device: cpu (emu and cuda are not yet supported by the GPU backend)")
+	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
+	fs.IntVar(&o.innerSteps, "inner-steps", 4, "inner (test-time learning) steps T")
+	fs.IntVar(&o.unrollStart, "unroll-start", 2, "first differentiated inner step; earlier steps are first-order (0: unroll all)")
+	fs.StringVar(&o.innerOpt, "inner-opt", perk.OptAdamW, "inner optimiser: adamw or sgd")
+	fs.Float64Var(&o.innerLR, "inner-lr", perk.DefaultInnerLR, "initial learned inner learning rate (every tensor and step)")
+	fs.Float64SliceVar(&o.innerBetas, "inner-betas", []float64{0.9, 0.95}, "inner AdamW betas b1,b2")
+	fs.Float64Var(&o.innerEps, "inner-eps", 1e-8, "inner AdamW epsilon")
+	fs.Float64Var(&o.innerWD, "inner-weight-decay", 0.01, "inner decoupled weight decay")
+	fs.IntVar(&o.loraRank, "lora-rank", 256, "LoRA rank r")
+	fs.Float64Var(&o.loraAlpha, "lora-alpha", 16, "LoRA alpha")
+	fs.BoolVar(&o.rslora, "rslora", true, "rank-stabilised LoRA scale alpha/sqrt(r) (--rslora=false: alpha/r)")
+	fs.Float64Var(&o.loraDropout, "lora-dropout", 0, "LoRA dropout in the inner loop (the paper uses 0.1)")
+	fs.StringSliceVar(&o.loraTargets, "lora-targets", nil, "LoRA target modules (default: every linear layer of the architecture)")
+	fs.BoolVar(&o.weighting, "weighting", true, "learn a token-weighting network for the inner loss (--weighting=false: all weights 1)")
+	fs.IntVar(&o.weightingHidden, "weighting-hidden", perk.DefaultWeightingHidden, "hidden width H of the weighting network")
+	fs.Float64Var(&o.weightingBeta, "weighting-beta", perk.DefaultWeightingBeta, "softplus beta of the weighting network")
+	fs.StringVar(&o.hvp, "hvp", perk.HVPFiniteDifference, "second-order terms: fd (finite differences of the inner gradient) or first-order (none)")
+	fs.Float64Var(&o.fdStep, "fd-step", 0, "fd relative step h/max(1,|phi|) (0: 1e-5 in f64, 1e-4 in f32)")
+	fs.IntVar(&o.fdPoints, "fd-points", 0, "fd stencil points, 2 or 4 (0: 4 in f64, 2 in f32)")
+	fs.IntVar(&o.innerAccum, "inner-accum", 1, "split the context segments into this many gradient-accumulation groups per inner step")
+	fs.BoolVar(&o.supportTarget, "support-target", false, "outer target <support>...</support>\\n<output>answer</output> instead of the bare answer")
+	fs.BoolVar(&o.shuffleDocs, "shuffle-docs", false, "number the documents of each example in a random order")
+	fs.Uint64Var(&o.seed, "seed", 0, "seed of the initialisation, the data order, document shuffling and dropout")
+	fs.StringVar(&o.policy, "checkpoint-policy", "none", "activation checkpointing: none or blocks")
+
+	fs.IntVar(&o.steps, "steps", 0, "outer optimiser steps (training)")
+	fs.StringVar(&o.out, "out", "", "output directory for checkpoints (training)")
+	fs.IntVar(&o.saveEvery, "save-every", 0, "write a checkpoint every N steps (0: only at the end)")
+	fs.IntVar(&o.logEvery, "log-every", 1, "print a progress line every N steps")
+	fs.IntVar(&o.gradAccum, "grad-accum", 1, "examples per outer step (meta-gradients averaged)")
+	fs.Float64Var(&o.outerLR, "outer-lr", 1e-5, "peak outer learning rate")
+	fs.Float64Var(&o.outerLRLRs, "outer-lr-lrs", 0, "peak outer learning rate of the learned inner LRs (0: --outer-lr)")
+	fs.Float64SliceVar(&o.outerBetas, "outer-betas", []float64{0.9, 0.95}, "outer AdamW betas b1,b2")
+	fs.Float64Var(&o.outerEps, "outer-eps", 1e-8, "outer AdamW epsilon")
+	fs.Float64Var(&o.outerWD, "outer-weight-decay", 0.01, "outer AdamW weight decay (matrices only)")
+	fs.Float64Var(&o.warmup, "warmup", 0.03, "fraction of --steps spent in linear warmup before the cosine decay")
+	fs.Float64Var(&o.clip, "clip", 1, "global gradient-norm clipping (0: off)")
+	fs.BoolVar(&o.trainBase, "train-base", false, "also train the base weights (first-order: dL_out/dW at the adapted LoRA)")
+	fs.StringVar(&o.resume, "resume", "", "checkpoint directory to resume training from")
+	return fs
+}
+
+func usage(w io.Writer, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, `usage: perk-train --model DIR --data FILE.jsonl (--out DIR --steps N | --dump-metagrad OUT.safetensors) [flags]
+
+Meta-trains PERK on a frozen base model: the LoRA initialisation, per-step
+per-tensor inner learning rates and a token-weighting network.
+
+flags:
+%s`, fs.FlagUsages())
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := newFlags(&o)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(stderr, fs) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		usage(stderr, fs)
+		return fmt.Errorf("nothing to do: --model and --data are required, with --out and --steps to train or --dump-metagrad to write one meta-gradient")
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.mode != "perk" {
+		return fmt.Errorf("--mode %q is not supported (want perk)", o.mode)
+	}
+	if o.modelDir == "" || o.data == "" {
+		return fmt.Errorf("--model and --data are required")
+	}
+	if o.dump == "" && (o.out == "" || o.steps <= 0) {
+		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
+	}
+	switch o.device {
+	case "cpu":
+	case "emu", "cuda":
+		return fmt.Errorf("--device %s is not yet supported by the GPU backend (nn/gpu); use --device cpu", o.device)
+	default:
+		return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
+	}
+	var dt runtime.DType
+	switch o.precision {
+	case "f32":
+		dt = runtime.F32
+	case "f64":
+		dt = runtime.F64
+	case "bf16":
+		return fmt.Errorf("--precision bf16 is not supported on the cpu device (use f32 or f64)")
+	default:
+		return fmt.Errorf("unknown --precision %q (want f32, f64 or bf16)", o.precision)
+	}
+	if len(o.innerBetas) != 2 || len(o.outerBetas) != 2 {
+		return fmt.Errorf("--inner-betas and --outer-betas take two values b1,b2")
+	}
+	policy, err := model.ParsePolicy(o.policy)
+	if err != nil {
+		return err
+	}
+	so, err := perk.ParseSecondOrder(o.hvp, o.fdStep)
+	if err != nil {
+		return err
+	}
+	if fd, ok := so.(perk.FiniteDifference); ok {
+		fd.Points = o.fdPoints
+		so = fd
+	}
+
+	// Model, tokenizer, records.
+	modelDir := o.modelDir
+	if o.resume != "" && o.trainBase {
+		modelDir = filepath.Join(o.resume, perk.BaseDir)
+	}
+	m, err := model.LoadModel(modelDir, cpu.New(), dt)
+	if err != nil {
+		return err
+	}
+	cfg := m.Config()
+	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
+	if err != nil {
+		return fmt.Errorf("model %s: %w", o.modelDir, err)
+	}
+	eos, err := perk.EOSToken(tok, o.modelDir)
+	if err != nil {
+		return err
+	}
+	records, err := perk.ReadRecords(o.data)
+	if err != nil {
+		return err
+	}
+	maxPos := 0
+	if cfg.ModelType == model.GPT2 {
+		maxPos = cfg.MaxPositions
+	}
+	ds := &perk.Dataset{Records: records, ShuffleDocs: o.shuffleDocs,
+		Encoder: &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}}
+
+	inner := perk.InnerConfig{UnrollStart: o.unrollStart, Optimizer: o.innerOpt, Beta1: o.innerBetas[0], Beta2: o.innerBetas[1],
+		Eps: o.innerEps, WeightDecay: o.innerWD, Accum: o.innerAccum}
+	e := &perk.Engine{Model: m, Inner: inner, SecondOrder: so, Policy: policy, TrainBase: o.trainBase}
+	outer := perk.OuterConfig{LR: o.outerLR, LRForLRs: o.outerLRLRs, Beta1: o.outerBetas[0], Beta2: o.outerBetas[1], Eps: o.outerEps,
+		WeightDecay: o.outerWD, Steps: max(o.steps, 1), WarmupFrac: o.warmup, ClipNorm: o.clip, Accum: max(o.gradAccum, 1)}
+
+	if o.resume != "" {
+		if o.dump != "" {
+			return fmt.Errorf("--resume and --dump-metagrad do not combine (use --init-adapter and --init-state)")
+		}
+		if o.initAdapter != "" || o.initState != "" {
+			return fmt.Errorf("--resume takes everything from the checkpoint; drop --init-adapter/--init-state")
+		}
+		if fs.Changed("inner-steps") {
+			e.Inner.Steps = o.innerSteps
+		}
+		tr, err := perk.LoadCheckpoint(o.resume, e, outer)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "resumed %s at step %d\n", o.resume, tr.Step)
+		return train(tr, ds, &o, stdout)
+	}
+
+	p, steps, err := buildParams(m, fs, &o)
+	if err != nil {
+		return err
+	}
+	e.Inner.Steps = steps
+	if o.dump != "" {
+		return dump(e, p, ds, &o, dt, stdout)
+	}
+	tr, err := perk.NewTrainer(e, p, outer, o.seed)
+	if err != nil {
+		return err
+	}
+	return train(tr, ds, &o, stdout)
+}
+
+// buildParams creates the meta-parameters from the flags, or reads them
+// from --init-adapter / --init-state, and returns the number of inner steps.
+func buildParams(m *model.Model, fs *pflag.FlagSet, o *options) (*perk.Params, int, error) {
+	cfg := m.Config()
+	conflict := func(source string, flags ...string) error {
+		for _, f := range flags {
+			if fs.Changed(f) {
+				return fmt.Errorf("--%s conflicts with %s, which decides it", f, source)
+			}
+		}
+		return nil
+	}
+	var ad *model.Adapter
+	var err error
+	if o.initAdapter != "" {
+		if err := conflict("--init-adapter", "lora-rank", "lora-alpha", "rslora", "lora-dropout", "lora-targets"); err != nil {
+			return nil, 0, err
+		}
+		if ad, err = model.LoadAdapter(o.initAdapter, m); err != nil {
+			return nil, 0, err
+		}
+	} else {
+		targets := o.loraTargets
+		if len(targets) == 0 {
+			targets = model.DefaultTargets(cfg.ModelType)
+		}
+		lc := model.LoRAConfig{R: o.loraRank, Alpha: o.loraAlpha, Dropout: o.loraDropout, TargetModules: targets, UseRSLoRA: o.rslora, BaseModel: o.modelDir}
+		if ad, err = model.NewAdapter(m, lc, o.seed); err != nil {
+			return nil, 0, err
+		}
+	}
+	p := &perk.Params{Init: ad}
+	steps := o.innerSteps
+	if o.initState != "" {
+		if err := conflict("--init-state", "inner-lr", "weighting", "weighting-hidden", "weighting-beta"); err != nil {
+			return nil, 0, err
+		}
+		lrs, w, err := perk.LoadState(o.initState, ad, cfg.Hidden)
+		if err != nil {
+			return nil, 0, err
+		}
+		if fs.Changed("inner-steps") && lrs.Steps() != steps {
+			return nil, 0, fmt.Errorf("--inner-steps %d conflicts with %s, which has learning rates for %d steps", steps, o.initState, lrs.Steps())
+		}
+		steps = lrs.Steps()
+		p.LRs, p.Weighting = lrs, w
+	} else {
+		if p.LRs, err = perk.NewLearnedLRs(ad.Params().Names(), steps, o.innerLR); err != nil {
+			return nil, 0, err
+		}
+		if o.weighting {
+			if p.Weighting, err = perk.NewWeighting(cfg.Hidden, o.weightingHidden, o.weightingBeta, o.seed+1); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	return p, steps, nil
+}
+
+// dump writes the meta-gradient of the first record.
+func dump(e *perk.Engine, p *perk.Params, ds *perk.Dataset, o *options, dt runtime.DType, stdout io.Writer) error {
+	rec := ds.Records[0]
+	rng := rand.New(rand.NewPCG(o.seed, 0xd0c5))
+	var ids []int
+	if ds.ShuffleDocs {
+		ids = rng.Perm(len(rec.Context))
+	}
+	ex, err := ds.Encoder.Encode(rec, ids)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	g, err := e.MetaGradient(p, ex, o.seed)
+	if err != nil {
+		return err
+	}
+	sdt := runtime.F32
+	if dt == runtime.F64 {
+		sdt = runtime.F64
+	}
+	ts, err := g.Tensors(e.Model.Backend(), sdt)
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{"record": rec.ID, "hvp": o.hvp, "inner_steps": strconv.Itoa(e.Inner.Steps), "unroll_start": strconv.Itoa(e.Inner.UnrollStart)}
+	if err := safetensors.Write(o.dump, ts, meta); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "record %s: %d segments, %d targets; inner losses %s; outer loss %.6g; meta-gradient (%s) written to %s in %v (peak tracked memory %s)\n",
+		rec.ID, ex.NumSegments(), ex.NumTargets(), floats(g.InnerLosses), g.OuterLoss, o.hvp, o.dump,
+		time.Since(start).Round(time.Millisecond), bytesString(g.Mem.PeakBytes))
+	return nil
+}
+
+// train runs the outer loop with progress lines and checkpoints.
+func train(tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) error {
+	if tr.Step >= o.steps {
+		return fmt.Errorf("the run is already at step %d of --steps %d", tr.Step, o.steps)
+	}
+	fmt.Fprintf(stdout, "perk-train: %d records, %d inner steps (%s, unroll from %d, hvp %s), %d outer steps of %d examples\n",
+		len(ds.Records), tr.Engine.Inner.Steps, tr.Engine.Inner.Optimizer, tr.Engine.Inner.UnrollStart, o.hvp, o.steps, tr.Outer.Accum)
+	save := func() error {
+		dir := filepath.Join(o.out, fmt.Sprintf("checkpoint-%d", tr.Step))
+		if err := tr.SaveCheckpoint(dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "saved %s\n", dir)
+		return nil
+	}
+	for tr.Step < o.steps {
+		start := time.Now()
+		exs, err := tr.NextExamples(ds, tr.Outer.Accum)
+		if err != nil {
+			return err
+		}
+		rep, err := tr.TrainStep(exs)
+		if err != nil {
+			return err
+		}
+		if o.logEvery > 0 && (rep.Step%o.logEvery == 0 || rep.Step == o.steps) {
+			fmt.Fprintf(stdout, "step %d/%d lr %.3g outer %.4f inner %.4f→%.4f |g| %.3g mem %s %.2fs\n", rep.Step, o.steps, rep.LR,
+				rep.OuterLoss, rep.InnerFirst, rep.InnerLast, rep.GradNorm, bytesString(rep.PeakBytes), time.Since(start).Seconds())
+		}
+		if o.saveEvery > 0 && rep.Step%o.saveEvery == 0 && rep.Step < o.steps {
+			if err := save(); err != nil {
+				return err
+			}
+		}
+	}
+	return save()
+}
+
+func floats(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'g', 6, 64)
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func bytesString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}

@@ -1,0 +1,158 @@
+package perk
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/perkgo/perk/nn/tokenizer"
+)
+
+// byteTokenizerJSON is a byte-level tokenizer.json with the 256 byte tokens
+// (id = byte value), no merges, and "<|endoftext|>" = 256.
+func byteTokenizerJSON(t testing.TB) []byte {
+	t.Helper()
+	vocab := map[string]int{}
+	n := 0
+	for b := 0; b < 256; b++ {
+		var r rune
+		if (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
+			r = rune(b)
+		} else {
+			r = rune(256 + n)
+			n++
+		}
+		vocab[string(r)] = b
+	}
+	doc := map[string]any{
+		"added_tokens":  []any{map[string]any{"id": 256, "content": tokenizer.EndOfText, "special": true}},
+		"normalizer":    nil,
+		"pre_tokenizer": map[string]any{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+		"decoder":       map[string]any{"type": "ByteLevel"},
+		"model":         map[string]any{"type": "BPE", "vocab": vocab, "merges": []any{}},
+	}
+	data, err := json.Marshal(doc)
+	require.NoError(t, err)
+	return data
+}
+
+func byteTokenizer(t testing.TB) *tokenizer.Tokenizer {
+	t.Helper()
+	tok, err := tokenizer.Parse(byteTokenizerJSON(t))
+	require.NoError(t, err)
+	return tok
+}
+
+func TestParseRecords(t *testing.T) {
+	good := `{"id": "a", "context": ["one", "two"], "question": "q?", "answer": "x", "support": ["one"]}
+
+{"id": 7, "context": ["three"], "question": "q2", "answer": "y", "extra": 1}
+`
+	recs, err := ParseRecords("good.jsonl", strings.NewReader(good))
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	assert.Equal(t, Record{ID: "a", Context: []string{"one", "two"}, Question: "q?", Answer: "x", Support: []string{"one"}}, recs[0])
+	assert.Equal(t, "7", recs[1].ID)
+	assert.Nil(t, recs[1].Support)
+
+	for _, c := range []struct{ text, want string }{
+		{`{"id": "a", "context": ["x"], "question": "q", "answer": "y"}` + "\n" + `{"id": "b", "question": "q", "answer": "y"}`, `bad.jsonl:2: record "b" has no context`},
+		{`{"id": "a", "context": ["x"], "question": "q"}`, `bad.jsonl:1: record "a" has no answer`},
+		{`{"id": "a", "context": [], "question": "q", "answer": "y"}`, `bad.jsonl:1: record "a": empty context`},
+		{`{"id": "a", "context": ["x", " "], "question": "q", "answer": "y"}`, `bad.jsonl:1: record "a": context segment 1 is empty`},
+		{`{"id": "a", "context": ["x"], "question": "q", "answer": ""}`, `bad.jsonl:1: record "a": empty answer`},
+		{`{"context": ["x"], "question": "q", "answer": "y"}`, `bad.jsonl:1: record has no id`},
+		{"\n\n{\"id\": \"a\", \"context\": [\"x\"], \"question\": \"q\", \"answer\": \"y\"", `bad.jsonl:3: invalid record`},
+		{`{"id": "a", "context": "x", "question": "q", "answer": "y"}`, `bad.jsonl:1: invalid record`},
+		{`{"id": "a", "context": ["x"], "question": "q", "answer": "y"} {}`, `bad.jsonl:1: invalid record: more than one`},
+		{``, `bad.jsonl: no records`},
+	} {
+		_, err := ParseRecords("bad.jsonl", strings.NewReader(c.text))
+		require.Error(t, err, c.text)
+		assert.Contains(t, err.Error(), c.want)
+	}
+	_, err = ReadRecords(filepath.Join(t.TempDir(), "missing.jsonl"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestEncode(t *testing.T) {
+	tok := byteTokenizer(t)
+	enc := &Encoder{Tok: tok, EOS: 256, Vocab: 257, MaxPositions: 64}
+	rec := Record{ID: "r1", Context: []string{"ab", "cde"}, Question: "Q?", Answer: "z", Support: []string{"ab"}}
+	ex, err := enc.Encode(rec, nil)
+	require.NoError(t, err)
+	ids := func(s string) []int32 {
+		var out []int32
+		for _, b := range []byte(s) {
+			out = append(out, int32(b))
+		}
+		return out
+	}
+	want := append(append(ids("doc_0: ab"), 256), append(ids("doc_1: cde"), 256)...)
+	assert.Equal(t, want, ex.Segments.IDs)
+	assert.Equal(t, []int32{0, 10, 21}, ex.Segments.CuSeqlens)
+	assert.Equal(t, []int{6, 6}, ex.Prefix)
+	assert.Equal(t, 4+5, ex.NumTargets())
+	prompt := "You have memorized 2 documents.\nQ?\nAnswer:"
+	assert.Equal(t, append(ids(prompt+" z"), 256), ex.Outer.IDs)
+	assert.Equal(t, len(prompt), ex.PromptLen)
+
+	// Shuffled document numbers.
+	ex, err = enc.Encode(rec, []int{1, 0})
+	require.NoError(t, err)
+	assert.Equal(t, append(append(ids("doc_1: ab"), 256), append(ids("doc_0: cde"), 256)...), ex.Segments.IDs)
+
+	// The support target.
+	enc.SupportTarget = true
+	enc.MaxPositions = 0
+	ex, err = enc.Encode(rec, nil)
+	require.NoError(t, err)
+	assert.Equal(t, append(ids(prompt+" <support>ab</support>\n<output>z</output>"), 256), ex.Outer.IDs)
+	rec.Support = nil
+	_, err = enc.Encode(rec, nil)
+	require.ErrorContains(t, err, `record "r1": the support target needs`)
+	enc.SupportTarget = false
+
+	// Too long for the model.
+	enc.MaxPositions = 12
+	_, err = enc.Encode(Record{ID: "long", Context: []string{"abcdefgh"}, Question: "q", Answer: "a"}, nil)
+	require.ErrorContains(t, err, `record "long": context segment 0 has 16 tokens, more than the model's 12 positions`)
+	enc.MaxPositions = 40
+	_, err = enc.Encode(Record{ID: "longq", Context: []string{"a"}, Question: "q", Answer: "a"}, nil)
+	require.ErrorContains(t, err, `record "longq": the question sequence has`)
+	_, err = enc.Encode(Record{ID: "e", Context: []string{""}, Question: "q", Answer: "a"}, nil)
+	require.ErrorContains(t, err, `record "e": context segment 0 is empty`)
+	_, err = enc.Encode(Record{ID: "n", Context: []string{"a"}, Question: "q", Answer: "a"}, []int{0, 1})
+	require.ErrorContains(t, err, `record "n": 2 document ids for 1 segments`)
+}
+
+func TestEOSToken(t *testing.T) {
+	tok := byteTokenizer(t)
+	dir := t.TempDir()
+	id, err := EOSToken(tok, dir)
+	require.NoError(t, err)
+	assert.Equal(t, 256, id)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|im_end|>"}`), 0o644))
+	_, err = EOSToken(tok, dir)
+	require.ErrorContains(t, err, `no end-of-sequence token "<|im_end|>"`)
+}
+
+// tinyRecords returns n small records for the byte-level tokenizer.
+func tinyRecords(n int) []Record {
+	var out []Record
+	for i := 0; i < n; i++ {
+		out = append(out, Record{
+			ID:       fmt.Sprintf("r%d", i),
+			Context:  []string{fmt.Sprintf("cat %d mat", i), "dog on log", fmt.Sprintf("x=%d", i*7%10)},
+			Question: "x?", Answer: fmt.Sprint(i * 7 % 10),
+		})
+	}
+	return out
+}
