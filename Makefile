@@ -70,6 +70,7 @@ test-go:
 	@report=$$(mktemp); trap 'rm -f $$report' EXIT; \
 	PERK_GOLDEN_REPORT=$$report $(GO) test -count=1 -timeout 25m ./... || exit 1; \
 	$(GO) test -count=1 -race ./runtime/... || exit 1; \
+	PERK_EMU_SCHEDULE=reverse $(GO) test -count=1 ./kernels/ || exit 1; \
 	echo; echo "Golden kernel tests (emu device): max relative error per kernel"; cat $$report
 
 # Brief runs of the fuzzers over their committed seeds and new inputs.
