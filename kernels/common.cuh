@@ -99,6 +99,26 @@ __device__ __forceinline__ uint32_t pack2_f16(__half lo, __half hi) {
   return (uint32_t)__half_as_ushort(lo) | ((uint32_t)__half_as_ushort(hi) << 16);
 }
 
+// block_sum adds one value per thread of a THREADS-thread block (a multiple
+// of 32, at most 1024) in a fixed order: a shuffle tree inside each warp, then
+// one over the warp sums. The result is valid in thread 0. Every thread of
+// the block must call it (it contains two __syncthreads, the second so the
+// block can call it again at once).
+template <int THREADS> __device__ __forceinline__ float block_sum(float v) {
+  static_assert(THREADS % 32 == 0 && THREADS <= 1024, "block_sum: THREADS must be a multiple of 32, at most 1024");
+  __shared__ float warp_sums[THREADS / 32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float r = 0.f;
+  if (threadIdx.x < 32) {
+    r = threadIdx.x < THREADS / 32 ? warp_sums[threadIdx.x] : 0.f;
+    for (int off = 16; off > 0; off >>= 1) r += __shfl_xor_sync(0xffffffffu, r, off);
+  }
+  __syncthreads();
+  return r;
+}
+
 // Storage-type conversions used by the templated kernels.
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }

@@ -26,22 +26,6 @@ __device__ __forceinline__ float* tab(const unsigned long long* ptrs, int stride
   return reinterpret_cast<float*>(ptrs[(long long)i * stride + j]);
 }
 
-// block_sum_256 adds one value per thread of a 256-thread block in a fixed
-// order; the result is valid in thread 0.
-__device__ float block_sum_256(float v) {
-  __shared__ float warp_sums[OPT_THREADS / 32];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = 0.f;
-  if (threadIdx.x < 32) {
-    r = threadIdx.x < OPT_THREADS / 32 ? warp_sums[threadIdx.x] : 0.f;
-    for (int off = 4; off > 0; off >>= 1) r += __shfl_xor_sync(0xffffffffu, r, off);
-  }
-  __syncthreads();
-  return r;
-}
-
 // adamw_step_f32: table of 4 pointers per tensor (p, g, m, v); updates p, m, v
 // in place. nonfinite (nullable) counts elements whose g is NaN or ±Inf
 // (integer atomics only); those elements are still updated, the caller decides.
@@ -102,7 +86,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     dm[e] = beta1 * mbar;
     dv[e] = beta2 * vbar;
   }
-  const float r = block_sum_256(dlr);
+  const float r = block_sum<OPT_THREADS>(dlr);
   if (threadIdx.x == 0) partials[(long long)i * gridDim.x + blockIdx.x] = r;
 }
 PERK_EXPORT(adamw_vjp_f32)
@@ -144,7 +128,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     dg[e] = -lr * pbar;
     dp[e] = pbar * decay;
   }
-  const float r = block_sum_256(dlr);
+  const float r = block_sum<OPT_THREADS>(dlr);
   if (threadIdx.x == 0) partials[(long long)i * gridDim.x + blockIdx.x] = r;
 }
 PERK_EXPORT(sgd_vjp_f32)
@@ -161,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
        e += (long long)gridDim.x * OPT_THREADS) {
     s += x[e] * x[e];
   }
-  const float r = block_sum_256(s);
+  const float r = block_sum<OPT_THREADS>(s);
   if (threadIdx.x == 0) partials[(long long)i * gridDim.x + blockIdx.x] = r;
 }
 PERK_EXPORT(multi_sumsq_f32)
@@ -172,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     optim_reduce_rows(const float* partials, int cols, float* out) {
   float s = 0.f;
   for (int c = threadIdx.x; c < cols; c += OPT_THREADS) s += partials[(long long)blockIdx.x * cols + c];
-  const float r = block_sum_256(s);
+  const float r = block_sum<OPT_THREADS>(s);
   if (threadIdx.x == 0) out[blockIdx.x] = r;
 }
 PERK_EXPORT(optim_reduce_rows)
@@ -184,7 +168,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     clip_scale(const float* partials, int n, float max_norm, float* out) {
   float s = 0.f;
   for (int c = threadIdx.x; c < n; c += OPT_THREADS) s += partials[c];
-  const float r = block_sum_256(s);
+  const float r = block_sum<OPT_THREADS>(s);
   if (threadIdx.x == 0) {
     const float norm = sqrtf(r);
     out[0] = norm;

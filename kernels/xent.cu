@@ -274,22 +274,6 @@ template <bool AKM, bool BKM> struct XentMM<float, AKM, BKM> {
   }
 };
 
-// xent_block_sum adds one value per thread of a 256-thread block in a fixed
-// order; the result is valid in thread 0.
-__device__ __forceinline__ float xent_block_sum(float v) {
-  __shared__ float warp_sums[XENT_ROW_THREADS / 32];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = 0.f;
-  if (threadIdx.x < 32) {
-    r = threadIdx.x < XENT_ROW_THREADS / 32 ? warp_sums[threadIdx.x] : 0.f;
-    for (int off = 4; off > 0; off >>= 1) r += __shfl_xor_sync(0xffffffffu, r, off);
-  }
-  __syncthreads();
-  return r;
-}
-
 // xent_check_labels: count[0] += the number of labels outside [0, v) that are
 // not −100.
 extern "C" __global__ void __launch_bounds__(XENT_ROW_THREADS)
@@ -364,7 +348,7 @@ extern "C" __global__ void __launch_bounds__(XENT_ROW_THREADS)
     }
     ce[i] = e;
   }
-  const float r = xent_block_sum(contrib);
+  const float r = block_sum<XENT_ROW_THREADS>(contrib);
   if (threadIdx.x == 0) partials[blockIdx.x] = r;
 }
 PERK_EXPORT(xent_combine)
@@ -374,7 +358,7 @@ extern "C" __global__ void __launch_bounds__(XENT_ROW_THREADS)
     xent_loss(const float* __restrict__ partials, int nparts, float norm, float* __restrict__ loss) {
   float s = 0.f;
   for (int c = threadIdx.x; c < nparts; c += XENT_ROW_THREADS) s += partials[c];
-  const float r = xent_block_sum(s);
+  const float r = block_sum<XENT_ROW_THREADS>(s);
   if (threadIdx.x == 0) loss[0] = r / norm;
 }
 PERK_EXPORT(xent_loss)
