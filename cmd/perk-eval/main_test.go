@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/perkgo/perk/nn/cpu"
+	"github.com/perkgo/perk/nn/model"
+	"github.com/perkgo/perk/nn/tokenizer"
+	"github.com/perkgo/perk/perk"
+	"github.com/perkgo/perk/runtime"
+)
+
+// writeByteTokenizer writes a byte-level tokenizer.json: the 256 byte
+// tokens (id = byte value), no merges, "<|endoftext|>" = 256.
+func writeByteTokenizer(t *testing.T, dir string) *tokenizer.Tokenizer {
+	t.Helper()
+	vocab := map[string]int{}
+	n := 0
+	for b := 0; b < 256; b++ {
+		r := rune(b)
+		if !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
+			r = rune(256 + n)
+			n++
+		}
+		vocab[string(r)] = b
+	}
+	doc := map[string]any{
+		"added_tokens":  []any{map[string]any{"id": 256, "content": tokenizer.EndOfText, "special": true}},
+		"pre_tokenizer": map[string]any{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+		"decoder":       map[string]any{"type": "ByteLevel"},
+		"model":         map[string]any{"type": "BPE", "vocab": vocab, "merges": []any{}},
+	}
+	data, err := json.Marshal(doc)
+	require.NoError(t, err)
+	path := filepath.Join(dir, "tokenizer.json")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+	tok, err := tokenizer.Load(path)
+	require.NoError(t, err)
+	return tok
+}
+
+const records = `{"id": "r0", "context": ["the cat sat", "on a mat", "x=4"], "question": "x?", "answer": "4", "meta": {"tokens": 30, "depth": 1}}
+{"id": "r1", "context": ["dog", "y=2"], "question": "y?", "answer": "2", "meta": {"tokens": 30, "depth": 0.5}}
+{"id": "r2", "context": ["z=9", "a long segment of filler text"], "question": "z?", "answer": "9", "meta": {"tokens": 60, "depth": 0}}
+{"id": "r3", "context": ["w=5"], "question": "w?", "answer": "5"}
+`
+
+// fixture is a tiny GPT-2 model directory, records, a PERK checkpoint and
+// an ICR adapter, each trained for a few steps.
+type fixture struct {
+	modelDir, data, perkCkpt, icrCkpt string
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	root := t.TempDir()
+	f := fixture{modelDir: filepath.Join(root, "model"), data: filepath.Join(root, "eval.jsonl"),
+		perkCkpt: filepath.Join(root, "perk-ckpt"), icrCkpt: filepath.Join(root, "icr-ckpt")}
+	cfg := model.Config{ModelType: model.GPT2, Hidden: 16, Layers: 2, Heads: 4, KVHeads: 4, Intermediate: 32,
+		Vocab: 257, MaxPositions: 64, NormEps: 1e-5, Activation: "gelu_new", TieWordEmbeddings: true}
+	m, err := model.NewRandom(cfg, cpu.New(), runtime.F64, model.RandomOptions{Seed: 5, Std: 0.2})
+	require.NoError(t, err)
+	require.NoError(t, model.SaveModel(f.modelDir, m, model.SaveOptions{DType: runtime.F64}))
+	tok := writeByteTokenizer(t, f.modelDir)
+	require.NoError(t, os.WriteFile(f.data, []byte(records), 0o644))
+	recs, err := perk.ReadRecords(f.data)
+	require.NoError(t, err)
+	enc := &perk.Encoder{Tok: tok, EOS: 256, Vocab: 257, MaxPositions: 64}
+	ds := &perk.Dataset{Records: recs, Encoder: enc, ShuffleDocs: true}
+	lora := model.LoRAConfig{R: 2, Alpha: 4, Dropout: 0.1, TargetModules: model.DefaultTargets(model.GPT2), UseRSLoRA: true}
+
+	// PERK: the paper's engine (second order by finite differences, token
+	// weighting, dropout), 2 inner steps, 2 outer steps.
+	p, err := perk.NewParams(m, perk.ParamsConfig{LoRA: lora, Steps: 2, LR: 0.01, Weighting: true, WeightingHidden: 8, Seed: 1})
+	require.NoError(t, err)
+	inner := perk.DefaultInnerConfig()
+	inner.Steps, inner.UnrollStart = 2, 1
+	outer := perk.DefaultOuterConfig(2)
+	outer.LR = 1e-2
+	tr, err := perk.NewTrainer(&perk.Engine{Model: m, Inner: inner}, p, outer, 7)
+	require.NoError(t, err)
+	for tr.Step < outer.Steps {
+		exs, err := tr.NextExamples(ds, 1)
+		require.NoError(t, err)
+		_, err = tr.TrainStep(exs)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tr.SaveCheckpoint(f.perkCkpt))
+
+	// ICR: 2 steps of LoRA fine-tuning with the context in the prompt.
+	ad, err := model.NewAdapter(m, lora, 2)
+	require.NoError(t, err)
+	it, err := perk.NewICRTrainer(m, ad, outer, 3)
+	require.NoError(t, err)
+	for it.Step < outer.Steps {
+		exs, err := it.NextExamples(ds, 1)
+		require.NoError(t, err)
+		_, err = it.TrainStep(exs)
+		require.NoError(t, err)
+	}
+	require.NoError(t, it.Save(f.icrCkpt))
+	return f
+}
+
+func runCLI(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+var allFlags = []string{"--model", "--checkpoint", "--data", "--mode", "--device", "--max-new-tokens", "--out", "--limit",
+	"--precision", "--inner-accum", "--checkpoint-policy", "--seed"}
+
+func TestUsage(t *testing.T) {
+	_, stderr, err := runCLI(t)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "nothing to do")
+	assert.Contains(t, stderr, "usage: perk-eval")
+	for _, f := range allFlags {
+		assert.Contains(t, stderr, f)
+	}
+	_, stderr, err = runCLI(t, "--help")
+	assert.ErrorIs(t, err, pflag.ErrHelp)
+	for _, f := range allFlags {
+		assert.Contains(t, stderr, f)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	require.NoError(t, os.WriteFile(data, []byte(records), 0o644))
+	base := []string{"--model", dir, "--data", data, "--out", dir}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--model", dir}, "--model, --data and --out are required"},
+		{append(base, "--mode", "rag"), `unknown --mode "rag"`},
+		{base, "--mode perk needs --checkpoint"},
+		{append(base, "--mode", "icr", "--device", "cuda"), "not yet supported"},
+		{append(base, "--mode", "icr", "--device", "tpu"), `unknown --device "tpu"`},
+		{append(base, "--mode", "icr", "--precision", "bf16"), "bf16 is not supported"},
+		{append(base, "--mode", "icr", "--precision", "f16"), `unknown --precision "f16"`},
+		{append(base, "--mode", "icr", "--max-new-tokens", "0"), "--max-new-tokens 0"},
+		{append(base, "--mode", "icr", "--limit", "-1"), "--limit -1"},
+		{append(base, "--mode", "icr", "--inner-accum", "0"), "--inner-accum 0"},
+		{append(base, "--mode", "icr", "--checkpoint-policy", "all"), "unknown checkpoint policy"},
+		{append(base, "--mode", "icr", "extra"), "unexpected arguments"},
+		{[]string{"--model", dir, "--data", filepath.Join(dir, "none.jsonl"), "--out", dir, "--mode", "icr"}, "none.jsonl"},
+		{append(base, "--mode", "icr"), "config.json"},
+		{append(base, "--checkpoint", dir), "perk_state.safetensors"},
+		{[]string{"--bogus"}, "unknown flag"},
+	} {
+		_, _, err := runCLI(t, c.args...)
+		require.Error(t, err, "%v", c.args)
+		assert.Contains(t, err.Error(), c.want, "%v", c.args)
+	}
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err, path)
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	require.NoError(t, err, path)
+	assert.Greater(t, cfg.Width, 100, path)
+	assert.Greater(t, cfg.Height, 100, path)
+}
+
+func readLines(t *testing.T, path string) []perk.Prediction {
+	t.Helper()
+	ps, err := perk.ReadPredictions(path)
+	require.NoError(t, err)
+	return ps
+}
+
+// TestEvalPERKAndICR evaluates the PERK checkpoint, then the ICR adapter
+// into the same directory: the report then compares both.
+func TestEvalPERKAndICR(t *testing.T) {
+	f := setup(t)
+	out := filepath.Join(t.TempDir(), "eval")
+	stdout, _, err := runCLI(t, "--model", f.modelDir, "--checkpoint", f.perkCkpt, "--data", f.data, "--mode", "perk",
+		"--out", out, "--max-new-tokens", "4", "--precision", "f64", "--inner-accum", "2")
+	require.NoError(t, err, stdout)
+	assert.Contains(t, stdout, "[4/4] r3")
+	assert.Contains(t, stdout, "perk: ")
+	pk := readLines(t, filepath.Join(out, perk.PredictionsFile(perk.ModePERK)))
+	require.Len(t, pk, 4)
+	for _, p := range pk {
+		assert.Empty(t, p.Error, p.ID)
+		assert.Len(t, p.InnerLosses, 2)
+		assert.LessOrEqual(t, p.GeneratedTokens, 4)
+	}
+	assert.Equal(t, 30, pk[0].ContextTokens)
+	assert.Equal(t, 3, pk[3].ContextTokens) // "w=5", counted by the tokenizer
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	require.NoError(t, err)
+	assert.Contains(t, string(md), "| | PERK | ICR |")
+	assert.Contains(t, string(md), "Not evaluated: icr")
+	for _, c := range []string{plotAccLength, plotAccDepth, plotMemory, plotTime} {
+		checkPNG(t, filepath.Join(out, c))
+	}
+
+	stdout, _, err = runCLI(t, "--model", f.modelDir, "--checkpoint", f.icrCkpt, "--data", f.data, "--mode", "icr",
+		"--out", out, "--max-new-tokens", "3")
+	require.NoError(t, err, stdout)
+	ic := readLines(t, filepath.Join(out, perk.PredictionsFile(perk.ModeICR)))
+	require.Len(t, ic, 4)
+	for _, p := range ic {
+		assert.Empty(t, p.Error, p.ID)
+		assert.Empty(t, p.InnerLosses)
+		assert.Equal(t, perk.ExactMatch(p.Response, p.Reference), p.Correct)
+	}
+	md, err = os.ReadFile(filepath.Join(out, "report.md"))
+	require.NoError(t, err)
+	report := string(md)
+	assert.NotContains(t, report, "Not evaluated")
+	for _, row := range []string{"| accuracy |", "| 30 |", "| 60 |", "| 3 |", "| 0.5 |", "| unknown |"} {
+		i := strings.Index(report, row)
+		require.GreaterOrEqual(t, i, 0, "row %q in\n%s", row, report)
+		line := report[i : i+strings.Index(report[i:], "\n")]
+		assert.Equal(t, 4, strings.Count(line, "|"), line)
+		assert.NotContains(t, line, "–", "both columns filled: %s", line)
+	}
+	var rep perk.Report
+	js, err := os.ReadFile(filepath.Join(out, "report.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(js, &rep))
+	assert.Equal(t, []string{perk.ModePERK, perk.ModeICR}, rep.Modes)
+	assert.Equal(t, 4, rep.Overall[perk.ModeICR].N)
+	for _, c := range []string{plotAccLength, plotAccDepth, plotMemory, plotTime} {
+		checkPNG(t, filepath.Join(out, c))
+	}
+
+	// --limit, and icr mode without a checkpoint (the base model).
+	out2 := filepath.Join(t.TempDir(), "base")
+	stdout, _, err = runCLI(t, "--model", f.modelDir, "--data", f.data, "--mode", "icr", "--out", out2, "--max-new-tokens", "2", "--limit", "2")
+	require.NoError(t, err)
+	assert.Contains(t, stdout, "evaluating the base model")
+	assert.Len(t, readLines(t, filepath.Join(out2, perk.PredictionsFile(perk.ModeICR))), 2)
+}
