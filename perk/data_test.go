@@ -82,6 +82,48 @@ func TestParseRecords(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
+func TestSupportTargetWithoutSupport(t *testing.T) {
+	// A record with no support (a student-records aggregate question,
+	// whose support would be every record) is encoded with an empty
+	// support block instead of failing, in both modes; with support, and
+	// without the support target, nothing changes.
+	tok := byteTokenizer(t)
+	enc := &Encoder{Tok: tok, EOS: 256, Vocab: 257, SupportTarget: true}
+	rec := Record{ID: "avg", Context: []string{"Student <1>, Grade: 40", "Student <2>, Grade: 60"},
+		Question: "What is the average grade of all students?", Answer: "50.0"}
+	const empty = "<support></support>\n<output>50.0</output>"
+	for _, sup := range [][]string{nil, {}} {
+		rec.Support = sup
+		target, err := enc.Target(rec)
+		require.NoError(t, err)
+		assert.Equal(t, empty, target)
+
+		ex, err := enc.Encode(rec, nil)
+		require.NoError(t, err)
+		outer := tok.Decode(toInts(ex.Outer.IDs[:len(ex.Outer.IDs)-1]))
+		assert.Equal(t, Prompt(2, rec.Question)+" "+empty, outer)
+		assert.Equal(t, int32(256), ex.Outer.IDs[len(ex.Outer.IDs)-1], "EOS ends the target")
+		assert.Equal(t, len(tok.Encode(Prompt(2, rec.Question))), ex.PromptLen)
+
+		x, err := enc.EncodeICR(rec)
+		require.NoError(t, err)
+		assert.Equal(t, " "+empty, tok.Decode(toInts(x.Seq.IDs[x.PromptLen:len(x.Seq.IDs)-1])))
+	}
+
+	// With a support, and without the support target: as before.
+	rec.Support = []string{"Student <1>, Grade: 40", "Student <2>, Grade: 60"}
+	target, err := enc.Target(rec)
+	require.NoError(t, err)
+	assert.Equal(t, "<support>Student <1>, Grade: 40\nStudent <2>, Grade: 60</support>\n<output>50.0</output>", target)
+	enc.SupportTarget = false
+	for _, sup := range [][]string{nil, rec.Support} {
+		rec.Support = sup
+		target, err = enc.Target(rec)
+		require.NoError(t, err)
+		assert.Equal(t, "50.0", target)
+	}
+}
+
 func TestEncode(t *testing.T) {
 	tok := byteTokenizer(t)
 	enc := &Encoder{Tok: tok, EOS: 256, Vocab: 257, MaxPositions: 64}
@@ -115,9 +157,12 @@ func TestEncode(t *testing.T) {
 	ex, err = enc.Encode(rec, nil)
 	require.NoError(t, err)
 	assert.Equal(t, append(ids(prompt+" <support>ab</support>\n<output>z</output>"), 256), ex.Outer.IDs)
+	// A record with no support gets an empty support block.
 	rec.Support = nil
-	_, err = enc.Encode(rec, nil)
-	require.ErrorContains(t, err, `record "r1": the support target needs`)
+	ex, err = enc.Encode(rec, nil)
+	require.NoError(t, err)
+	assert.Equal(t, append(ids(prompt+" <support></support>\n<output>z</output>"), 256), ex.Outer.IDs)
+	rec.Support = []string{"ab"}
 	enc.SupportTarget = false
 
 	// Too long for the model.

@@ -101,7 +101,10 @@ type Encoder struct {
 	MaxPositions int
 	// SupportTarget makes the outer target
 	// "<support>{support joined by \n}</support>\n<output>{answer}</output>"
-	// instead of the bare answer.
+	// instead of the bare answer. A record with no support (Record.Support
+	// empty, e.g. a student-records aggregate question, whose support would
+	// be every record) gets an empty support block:
+	// "<support></support>\n<output>{answer}</output>".
 	SupportTarget bool
 }
 
@@ -110,13 +113,12 @@ func Prompt(n int, question string) string {
 	return fmt.Sprintf("You have memorized %d documents.\n%s\nAnswer:", n, question)
 }
 
-// Target returns the outer target text of a record.
+// Target returns the outer target text of a record: the answer, or with
+// SupportTarget the support and the answer in tags (an empty support block
+// when the record has no support). The error is always nil.
 func (enc *Encoder) Target(r Record) (string, error) {
 	if !enc.SupportTarget {
 		return r.Answer, nil
-	}
-	if len(r.Support) == 0 {
-		return "", fmt.Errorf("record %q: the support target needs a non-empty \"support\" list", r.ID)
 	}
 	return "<support>" + strings.Join(r.Support, "\n") + "</support>\n<output>" + r.Answer + "</output>", nil
 }

@@ -13,7 +13,9 @@ import (
 
 // Record is one PERK problem: a context given as a list of segments, a
 // question about it and the answer; Support optionally lists the context
-// facts the answer rests on (used by the support target format).
+// facts the answer rests on, for the support target format
+// (Encoder.SupportTarget), which writes an empty support block,
+// "<support></support>\n<output>{answer}</output>", for a record with none.
 type Record struct {
 	// ID names the record in errors and reports.
 	ID string
@@ -23,7 +25,8 @@ type Record struct {
 	Question string
 	// Answer is the reference answer.
 	Answer string
-	// Support lists supporting facts; nil when the record has none.
+	// Support lists supporting facts; nil when the record has none (e.g.
+	// an aggregate question whose support would be every record).
 	Support []string
 }
 

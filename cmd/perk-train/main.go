@@ -102,7 +102,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.Float64Var(&o.fdStep, "fd-step", 0, "fd relative step h/max(1,|phi|) (0: 1e-5 in f64, 1e-4 in f32)")
 	fs.IntVar(&o.fdPoints, "fd-points", 0, "fd stencil points, 2 or 4 (0: 4 in f64, 2 in f32)")
 	fs.IntVar(&o.innerAccum, "inner-accum", 1, "split the context segments into this many gradient-accumulation groups per inner step")
-	fs.BoolVar(&o.supportTarget, "support-target", false, "outer target <support>...</support>\\n<output>answer</output> instead of the bare answer")
+	fs.BoolVar(&o.supportTarget, "support-target", false, "outer target <support>...</support>\\n<output>answer</output> instead of the bare answer (an empty <support></support> for a record with no support)")
 	fs.BoolVar(&o.shuffleDocs, "shuffle-docs", false, "number the documents of each example in a random order")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the initialisation, the data order, document shuffling and dropout")
 	fs.StringVar(&o.policy, "checkpoint-policy", "none", "activation checkpointing: none or blocks")
