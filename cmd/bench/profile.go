@@ -8,8 +8,10 @@ import (
 	"github.com/perkgo/perk/runtime"
 )
 
-func profilerStart(dev runtime.Device) error {
+func profilerCheck(runtime.Device) error {
 	return fmt.Errorf("--profile needs a CUDA device: %w", runtime.ErrNoCUDA)
 }
+
+func profilerStart(runtime.Device) error { return profilerCheck(nil) }
 
 func profilerStop(runtime.Device) {}
