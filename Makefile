@@ -14,7 +14,7 @@ KERNEL_SRCS := $(sort $(wildcard kernels/*.cu))
 KERNEL_HDRS := $(wildcard kernels/*.cuh)
 FAMILIES    := $(basename $(notdir $(KERNEL_SRCS)))
 
-.PHONY: all deps ptx ptx-check cmake-check build build-cuda vet test test-go fuzz golden bench gpu-check demo clean
+.PHONY: all deps ptx ptx-check cmake-check build build-cuda vet test test-go fuzz golden bench bench-smoke gpu-check demo clean
 
 all: build
 
@@ -63,7 +63,7 @@ vet:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 
-test: deps ptx-check cmake-check vet test-go fuzz
+test: deps ptx-check cmake-check vet test-go fuzz bench-smoke
 
 # The Go tests; the golden harness writes the per-kernel error table, shown last.
 test-go:
@@ -82,6 +82,11 @@ fuzz:
 # Regenerate the PyTorch reference fixtures (installs Debian's python3-torch).
 golden:
 	./tools/golden/gen.sh
+
+# cmd/bench on the emulator at tiny shapes: every suite's correctness column.
+bench-smoke:
+	$(GO) run ./cmd/bench run --device emu --suite all --shapes tiny --iters 2 >/dev/null
+	@echo "bench-smoke: cmd/bench ran every suite on the emu device"
 
 bench:
 	$(GO) test -run xxx -bench . -benchtime 200x ./runtime/... ./bench/...
