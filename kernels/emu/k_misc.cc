@@ -1,0 +1,2 @@
+// Emulator build of kernels/misc.cu.
+#include "../misc.cu"

@@ -1,0 +1,181 @@
+package gpu
+
+import (
+	"github.com/perkgo/perk/kernels"
+	"github.com/perkgo/perk/nn"
+	"github.com/perkgo/perk/runtime"
+)
+
+// LayerNormForward computes y = (x−mean)·rstd·γ + β over the last dimension
+// (kernel layernorm_fwd: f32 two-pass statistics, one warp per row).
+func (b *Backend) LayerNormForward(x, gamma, beta *nn.Tensor, eps float64, y, mean, rstd *nn.Tensor) error {
+	const op = "layernorm fwd"
+	if err := b.lock(op); err != nil {
+		return err
+	}
+	defer b.unlock()
+	ck := b.newChecker(op)
+	rows, c := normRows(ck, x)
+	ck.tensor("gamma", gamma)
+	ck.numel("gamma", gamma, c)
+	ck.optional("beta", beta)
+	ck.numel("beta", beta, c)
+	ck.tensor("y", y)
+	if x != nil {
+		ck.numel("y", y, x.Numel())
+	}
+	ck.optional("mean", mean)
+	ck.numel("mean", mean, rows)
+	ck.optional("rstd", rstd)
+	ck.numel("rstd", rstd, rows)
+	checkEps(ck, eps)
+	if ck.err != nil {
+		return ck.err
+	}
+	if x.Numel() == 0 {
+		return nil
+	}
+	s := b.scratch(op)
+	defer s.free()
+	meanA, meanDone, err := s.f32Out(mean)
+	if err != nil {
+		return err
+	}
+	rstdA, rstdDone, err := s.f32Out(rstd)
+	if err != nil {
+		return err
+	}
+	if err := kernels.LayerNormForward(b.stream, b.arr(x), b.arr(gamma), b.arr(beta), eps, b.arr(y), meanA, rstdA); err != nil {
+		return wrap(op, err)
+	}
+	if err := meanDone(); err != nil {
+		return wrap(op, err)
+	}
+	return wrap(op, rstdDone())
+}
+
+// LayerNormBackward computes dx (overwritten), dγ and dβ (accumulated) with
+// the layernorm_bwd and norm_colsum kernels (column sums over 32-row blocks
+// added in block order).
+func (b *Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta *nn.Tensor) error {
+	const op = "layernorm bwd"
+	if err := b.lock(op); err != nil {
+		return err
+	}
+	defer b.unlock()
+	ck := b.newChecker(op)
+	rows, c := normRows(ck, x)
+	ck.tensor("gamma", gamma)
+	ck.numel("gamma", gamma, c)
+	ck.tensor("mean", mean)
+	ck.numel("mean", mean, rows)
+	ck.tensor("rstd", rstd)
+	ck.numel("rstd", rstd, rows)
+	ck.tensor("dy", dy)
+	ck.optional("dx", dx)
+	ck.optional("dGamma", dGamma)
+	ck.numel("dGamma", dGamma, c)
+	ck.optional("dBeta", dBeta)
+	ck.numel("dBeta", dBeta, c)
+	if x != nil {
+		ck.numel("dy", dy, x.Numel())
+		ck.numel("dx", dx, x.Numel())
+	}
+	if ck.err != nil {
+		return ck.err
+	}
+	return b.normBackward(op, true, rows, c, x, gamma, mean, rstd, dy, dx, dGamma, dBeta)
+}
+
+// RMSNormForward computes y = x·rstd·γ, rstd = 1/√(mean(x²)+eps) (kernel
+// rmsnorm_fwd).
+func (b *Backend) RMSNormForward(x, gamma *nn.Tensor, eps float64, y, rstd *nn.Tensor) error {
+	const op = "rmsnorm fwd"
+	if err := b.lock(op); err != nil {
+		return err
+	}
+	defer b.unlock()
+	ck := b.newChecker(op)
+	rows, c := normRows(ck, x)
+	ck.tensor("gamma", gamma)
+	ck.numel("gamma", gamma, c)
+	ck.tensor("y", y)
+	if x != nil {
+		ck.numel("y", y, x.Numel())
+	}
+	ck.optional("rstd", rstd)
+	ck.numel("rstd", rstd, rows)
+	checkEps(ck, eps)
+	if ck.err != nil {
+		return ck.err
+	}
+	if x.Numel() == 0 {
+		return nil
+	}
+	s := b.scratch(op)
+	defer s.free()
+	rstdA, rstdDone, err := s.f32Out(rstd)
+	if err != nil {
+		return err
+	}
+	if err := kernels.RMSNormForward(b.stream, b.arr(x), b.arr(gamma), eps, b.arr(y), rstdA); err != nil {
+		return wrap(op, err)
+	}
+	return wrap(op, rstdDone())
+}
+
+// RMSNormBackward computes dx (overwritten) and dγ (accumulated) with the
+// rmsnorm_bwd and norm_colsum kernels.
+func (b *Backend) RMSNormBackward(x, gamma, rstd, dy, dx, dGamma *nn.Tensor) error {
+	const op = "rmsnorm bwd"
+	if err := b.lock(op); err != nil {
+		return err
+	}
+	defer b.unlock()
+	ck := b.newChecker(op)
+	rows, c := normRows(ck, x)
+	ck.tensor("gamma", gamma)
+	ck.numel("gamma", gamma, c)
+	ck.tensor("rstd", rstd)
+	ck.numel("rstd", rstd, rows)
+	ck.tensor("dy", dy)
+	ck.optional("dx", dx)
+	ck.optional("dGamma", dGamma)
+	ck.numel("dGamma", dGamma, c)
+	if x != nil {
+		ck.numel("dy", dy, x.Numel())
+		ck.numel("dx", dx, x.Numel())
+	}
+	if ck.err != nil {
+		return ck.err
+	}
+	return b.normBackward(op, false, rows, c, x, gamma, nil, rstd, dy, dx, dGamma, nil)
+}
+
+func (b *Backend) normBackward(op string, centered bool, rows, c int, x, gamma, mean, rstd, dy, dx, dGamma, dBeta *nn.Tensor) error {
+	if x.Numel() == 0 || (dx == nil && dGamma == nil && dBeta == nil) {
+		return nil
+	}
+	s := b.scratch(op)
+	defer s.free()
+	meanA, err := s.f32(mean)
+	if err != nil {
+		return err
+	}
+	rstdA, err := s.f32(rstd)
+	if err != nil {
+		return err
+	}
+	var scr kernels.Array
+	if dGamma != nil || dBeta != nil {
+		if scr, err = s.alloc(runtime.F32, kernels.NormScratchLen(rows, c)); err != nil {
+			return err
+		}
+	}
+	if centered {
+		err = kernels.LayerNormBackward(b.stream, b.arr(x), b.arr(gamma), meanA, rstdA, b.arr(dy), b.arr(dx), b.arr(dGamma), b.arr(dBeta), scr)
+	} else {
+		err = kernels.RMSNormBackward(b.stream, b.arr(x), b.arr(gamma), rstdA, b.arr(dy), b.arr(dx), b.arr(dGamma), scr)
+	}
+	return wrap(op, err)
+}
