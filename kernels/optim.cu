@@ -13,8 +13,9 @@
 // Reference: nn/cpu AdamWStep / AdamWStepVJP / SGDStep / SGDStepVJP /
 // ClipGlobalNorm (kernels/optim_test.go).
 //
-// AdamW (torch.optim.AdamW at step t, bc1 = 1−β1ᵗ, bc2s = √(1−β2ᵗ), both
-// passed from the host): m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+// AdamW (torch.optim.AdamW at step t, bc1 = 1−β1ᵗ, bc2s = √(1−β2ᵗ), and
+// omb1 = 1−β1, omb2 = 1−β2 all computed in float64 on the host: 1−β2 formed
+// in f32 from β2 = 0.999 would carry a 1e-5 relative error): m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 // p ← p·(1−ηλ) − (η/bc1)·m/(√v/bc2s + ε), where elements with v = 0 take only
 // the decay. g is first multiplied by *gscale when gscale is not null (global
 // norm clipping without a host round trip).
@@ -31,7 +32,8 @@ __device__ __forceinline__ float* tab(const unsigned long long* ptrs, int stride
 // (integer atomics only); those elements are still updated, the caller decides.
 extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     adamw_step_f32(const unsigned long long* ptrs, const long long* sizes, const float* lrs, float beta1,
-                   float beta2, float eps, float wd, float bc1, float bc2s, const float* gscale,
+                   float beta2, float omb1, float omb2, float eps, float wd, float bc1, float bc2s,
+                   const float* gscale,
                    unsigned int* nonfinite) {
   const int i = blockIdx.y;
   float *p = tab(ptrs, 4, i, 0), *g = tab(ptrs, 4, i, 1), *m = tab(ptrs, 4, i, 2), *v = tab(ptrs, 4, i, 3);
@@ -42,8 +44,8 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
        e += (long long)gridDim.x * OPT_THREADS) {
     const float ge = g[e] * gs;
     if (!isfinite(ge)) bad++;
-    const float me = beta1 * m[e] + (1.f - beta1) * ge;
-    const float ve = beta2 * v[e] + (1.f - beta2) * ge * ge;
+    const float me = beta1 * m[e] + omb1 * ge;
+    const float ve = beta2 * v[e] + omb2 * ge * ge;
     float pe = p[e] * decay;
     if (ve > 0.f) pe -= (lr / bc1) * me / (sqrtf(ve) / bc2s + eps);
     p[e] = pe;
@@ -63,7 +65,8 @@ PERK_EXPORT(adamw_step_f32)
 // optim_reduce_rows turns them into one value per tensor.
 extern "C" __global__ void __launch_bounds__(OPT_THREADS)
     adamw_vjp_f32(const unsigned long long* ptrs, const long long* sizes, const float* lrs, float beta1,
-                  float beta2, float eps, float wd, float bc1, float bc2s, float* partials) {
+                  float beta2, float omb1, float omb2, float eps, float wd, float bc1, float bc2s,
+                  float* partials) {
   const int i = blockIdx.y;
   const float *p = tab(ptrs, 8, i, 0), *g = tab(ptrs, 8, i, 1), *m = tab(ptrs, 8, i, 2), *v = tab(ptrs, 8, i, 3);
   float *dp = tab(ptrs, 8, i, 4), *dm = tab(ptrs, 8, i, 5), *dv = tab(ptrs, 8, i, 6), *dg = tab(ptrs, 8, i, 7);
@@ -81,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(OPT_THREADS)
       vbar += pbar * lr * mh / (den * den * 2.f * sv * bc2s);
     }
     dlr += pbar * (-wd * p[e] - step);
-    dg[e] = (1.f - beta1) * mbar + 2.f * (1.f - beta2) * g[e] * vbar;
+    dg[e] = omb1 * mbar + 2.f * omb2 * g[e] * vbar;
     dp[e] = pbar * decay;
     dm[e] = beta1 * mbar;
     dv[e] = beta2 * vbar;

@@ -210,7 +210,8 @@ func AdamWStep(s runtime.Stream, tab *TensorTable, lrs Array, c AdamWConfig, gsc
 	}
 	bc1, bc2s := c.bias()
 	return tab.launch(s, "adamw_step_f32", runtime.PtrParam(tab.ptrs), runtime.PtrParam(tab.lens), runtime.PtrParam(lrs.Ptr),
-		runtime.F32Param(float32(c.Beta1)), runtime.F32Param(float32(c.Beta2)), runtime.F32Param(float32(c.Eps)),
+		runtime.F32Param(float32(c.Beta1)), runtime.F32Param(float32(c.Beta2)),
+		runtime.F32Param(float32(1-c.Beta1)), runtime.F32Param(float32(1-c.Beta2)), runtime.F32Param(float32(c.Eps)),
 		runtime.F32Param(float32(c.WeightDecay)), runtime.F32Param(bc1), runtime.F32Param(bc2s), gs, nf)
 }
 
@@ -232,7 +233,8 @@ func AdamWVJP(s runtime.Stream, tab *TensorTable, lrs Array, c AdamWConfig, part
 	}
 	bc1, bc2s := c.bias()
 	if err := tab.launch(s, "adamw_vjp_f32", runtime.PtrParam(tab.ptrs), runtime.PtrParam(tab.lens), runtime.PtrParam(lrs.Ptr),
-		runtime.F32Param(float32(c.Beta1)), runtime.F32Param(float32(c.Beta2)), runtime.F32Param(float32(c.Eps)),
+		runtime.F32Param(float32(c.Beta1)), runtime.F32Param(float32(c.Beta2)),
+		runtime.F32Param(float32(1-c.Beta1)), runtime.F32Param(float32(1-c.Beta2)), runtime.F32Param(float32(c.Eps)),
 		runtime.F32Param(float32(c.WeightDecay)), runtime.F32Param(bc1), runtime.F32Param(bc2s), runtime.PtrParam(partials.Ptr)); err != nil {
 		return err
 	}

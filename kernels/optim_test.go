@@ -34,8 +34,9 @@ type optimCase struct {
 func newOptimCase(t *testing.T, seed uint64, step int) *optimCase {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	c := &optimCase{sizes: []int{1, 300, 5003}, rng: rng, dev: kt.Device(t)}
-	c.cfg = kernels.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.01, Step: step}
-	c.nnCfg = nn.AdamW{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.01}
+	// β2 = 0.999 as torch's default: 1−β2 must come from the host in float64.
+	c.cfg = kernels.AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: step}
+	c.nnCfg = nn.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
 	for i, n := range c.sizes {
 		p := kt.Rand(rng, runtime.F32, n, 1)
 		g := kt.Rand(rng, runtime.F32, n, 0.1)

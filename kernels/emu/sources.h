@@ -4,4 +4,4 @@
 // compiles; it does see this header, which carries their digest, so that
 // regenerating it after a kernel source changes rebuilds the emulator.
 // TestKernelSourcesCurrent fails while the digest is stale.
-// kernel-sources-sha256: 011477aad79f7ab16cc7593d0a8912170bf2570f930e2a891910836c405bb5ae
+// kernel-sources-sha256: 1a5a0532365976402b402dfdcc7d50553792b952954dd696f84a59a3d8e5439c
