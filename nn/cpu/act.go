@@ -10,27 +10,12 @@ import (
 // geluC is √(2/π).
 var geluC = math.Sqrt(2 / math.Pi)
 
-// checkSame checks that every named tensor is present (or optional and nil)
-// and has the element count of the first.
-func checkSame(ck *checker, names []string, ts []*nn.Tensor, optional []bool) {
-	for i, t := range ts {
-		if optional != nil && optional[i] {
-			ck.optional(names[i], t)
-		} else {
-			ck.tensor(names[i], t)
-		}
-		if i > 0 && ts[0] != nil {
-			ck.numel(names[i], t, ts[0].Numel())
-		}
-	}
-}
-
 // GELUForward sets y = 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))).
 func (*Backend) GELUForward(x, y *nn.Tensor) error {
 	ck := newChecker("gelu fwd")
-	checkSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		geluForward(data[float32](x), data[float32](y))
@@ -53,9 +38,9 @@ func geluForward[T Float](x, y []T) {
 // t = tanh(√(2/π)·(x+0.044715·x³)).
 func (*Backend) GELUBackward(x, dy, dx *nn.Tensor) error {
 	ck := newChecker("gelu bwd")
-	checkSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		geluBackward(data[float32](x), data[float32](dy), data[float32](dx))
@@ -88,9 +73,9 @@ func sigmoid(x float64) float64 {
 // SwiGLUForward sets y = silu(gate)·up with silu(g) = g·σ(g).
 func (*Backend) SwiGLUForward(gate, up, y *nn.Tensor) error {
 	ck := newChecker("swiglu fwd")
-	checkSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if gate.DType() == runtime.F32 {
 		swigluForward(data[float32](gate), data[float32](up), data[float32](y))
@@ -113,10 +98,10 @@ func swigluForward[T Float](gate, up, y []T) {
 // dUp = dy·silu(g); either output may be nil.
 func (*Backend) SwiGLUBackward(gate, up, dy, dGate, dUp *nn.Tensor) error {
 	ck := newChecker("swiglu bwd")
-	checkSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
+	nn.CheckSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
 		[]bool{false, false, false, true, true})
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if gate.DType() == runtime.F32 {
 		swigluBackward(data[float32](gate), data[float32](up), data[float32](dy), data[float32](dGate), data[float32](dUp))

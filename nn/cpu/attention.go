@@ -24,43 +24,9 @@ type attnTask struct {
 
 const attnRowBlock = 16
 
-func checkAttention(ck *checker, a nn.Attention, q, k, v *nn.Tensor) attnDims {
-	ck.tensor("q", q, -1, -1, -1)
-	if ck.err != nil {
-		return attnDims{}
-	}
-	d := attnDims{t: q.Dim(0), hq: q.Dim(1), d: q.Dim(2), causal: a.Causal, scale: a.Scale, cu: a.CuSeqlens}
-	ck.tensor("k", k, d.t, -1, d.d)
-	if ck.err != nil {
-		return d
-	}
-	d.hkv = k.Dim(1)
-	ck.tensor("v", v, d.t, d.hkv, d.d)
-	if ck.err != nil {
-		return d
-	}
-	if d.hkv == 0 || d.hq%d.hkv != 0 {
-		ck.failf("q has %d heads, not a positive multiple of k's %d heads", d.hq, d.hkv)
-		return d
-	}
-	cu := a.CuSeqlens
-	if len(cu) < 1 || cu[0] != 0 || int(cu[len(cu)-1]) != d.t {
-		ck.failf("cu_seqlens %v must start at 0 and end at T = %d", cu, d.t)
-		return d
-	}
-	for i := 1; i < len(cu); i++ {
-		if cu[i] < cu[i-1] {
-			ck.failf("cu_seqlens decreases at index %d (%d < %d)", i, cu[i], cu[i-1])
-			return d
-		}
-	}
-	if d.scale == 0 {
-		d.scale = 1 / math.Sqrt(float64(d.d))
-	}
-	if math.IsNaN(d.scale) || math.IsInf(d.scale, 0) {
-		ck.failf("scale %v is not finite", d.scale)
-	}
-	return d
+func checkAttention(ck *nn.Checker, a nn.Attention, q, k, v *nn.Tensor) attnDims {
+	d := nn.CheckAttention(ck, a, q, k, v)
+	return attnDims{t: d.T, hq: d.HQ, hkv: d.HKV, d: d.D, causal: a.Causal, scale: d.Scale, cu: a.CuSeqlens}
 }
 
 // tasks lists the (segment, head, row block) work items.
@@ -82,10 +48,10 @@ func (d attnDims) tasks() []attnTask {
 func (*Backend) AttentionForward(a nn.Attention, q, k, v, o, lse *nn.Tensor) error {
 	ck := newChecker("attention fwd")
 	d := checkAttention(ck, a, q, k, v)
-	ck.tensor("o", o, d.t, d.hq, d.d)
-	ck.tensor("lse", lse, d.hq, d.t)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("o", o, d.t, d.hq, d.d)
+	ck.Tensor("lse", lse, d.hq, d.t)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if q.DType() == runtime.F32 {
 		attentionForward(d, data[float32](q), data[float32](k), data[float32](v), data[float32](o), data[float32](lse))
@@ -156,14 +122,14 @@ func attentionForward[T Float](d attnDims, q, k, v, o, lse []T) {
 func (*Backend) AttentionBackward(a nn.Attention, q, k, v, o, lse, do, dq, dk, dv *nn.Tensor) error {
 	ck := newChecker("attention bwd")
 	d := checkAttention(ck, a, q, k, v)
-	ck.tensor("o", o, d.t, d.hq, d.d)
-	ck.tensor("lse", lse, d.hq, d.t)
-	ck.tensor("do", do, d.t, d.hq, d.d)
-	ck.optional("dq", dq, d.t, d.hq, d.d)
-	ck.optional("dk", dk, d.t, d.hkv, d.d)
-	ck.optional("dv", dv, d.t, d.hkv, d.d)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("o", o, d.t, d.hq, d.d)
+	ck.Tensor("lse", lse, d.hq, d.t)
+	ck.Tensor("do", do, d.t, d.hq, d.d)
+	ck.Optional("dq", dq, d.t, d.hq, d.d)
+	ck.Optional("dk", dk, d.t, d.hkv, d.d)
+	ck.Optional("dv", dv, d.t, d.hkv, d.d)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if q.DType() == runtime.F32 {
 		attentionBackward(d, data[float32](q), data[float32](k), data[float32](v), data[float32](o),

@@ -127,6 +127,9 @@ func hostCheck(op, name string, t *nn.Tensor) error {
 	return fmt.Errorf("%s: %s has dtype %v, the cpu backend supports F32 and F64", op, name, t.DType())
 }
 
+// newChecker returns the shared argument checker with the host storage test.
+func newChecker(op string) *nn.Checker { return nn.NewChecker(op, hostCheck) }
+
 // data returns t's elements as []T; t must have passed the op's checks.
 func data[T Float](t *nn.Tensor) []T {
 	if t == nil {
@@ -144,93 +147,6 @@ func data[T Float](t *nn.Tensor) []T {
 		panic("cpu: internal error: tensor dtype does not match the instantiated op")
 	}
 	return v
-}
-
-// checker validates an op's tensor arguments: presence, host storage, one
-// shared dtype, and shape. The first failure is kept; later calls are no-ops.
-type checker struct {
-	op    string
-	dt    runtime.DType
-	first string
-	err   error
-}
-
-func newChecker(op string) *checker { return &checker{op: op} }
-
-// tensor checks a required tensor. dims gives the expected shape, -1 meaning
-// any size; no dims means any shape.
-func (c *checker) tensor(name string, t *nn.Tensor, dims ...int) {
-	if c.err != nil {
-		return
-	}
-	if t == nil {
-		c.err = fmt.Errorf("%s: %s is nil", c.op, name)
-		return
-	}
-	c.check(name, t, dims)
-}
-
-// optional checks t like tensor when t is non-nil.
-func (c *checker) optional(name string, t *nn.Tensor, dims ...int) {
-	if c.err != nil || t == nil {
-		return
-	}
-	c.check(name, t, dims)
-}
-
-func (c *checker) check(name string, t *nn.Tensor, dims []int) {
-	if err := hostCheck(c.op, name, t); err != nil {
-		c.err = err
-		return
-	}
-	if c.first == "" {
-		c.first, c.dt = name, t.DType()
-	} else if t.DType() != c.dt {
-		c.err = fmt.Errorf("%s: %s has dtype %v, want %v (same as %s)", c.op, name, t.DType(), c.dt, c.first)
-		return
-	}
-	if dims == nil {
-		return
-	}
-	ok := t.Rank() == len(dims)
-	for i := 0; ok && i < len(dims); i++ {
-		ok = dims[i] < 0 || dims[i] == t.Dim(i)
-	}
-	if !ok {
-		c.err = fmt.Errorf("%s: %s has shape %v, want %s", c.op, name, t.Shape(), dimString(dims))
-	}
-}
-
-// numel checks that t (already checked) has n elements.
-func (c *checker) numel(name string, t *nn.Tensor, n int) {
-	if c.err != nil || t == nil {
-		return
-	}
-	if t.Numel() != n {
-		c.err = fmt.Errorf("%s: %s has %d elements (shape %v), want %d", c.op, name, t.Numel(), t.Shape(), n)
-	}
-}
-
-// failf records an error unless one is already recorded.
-func (c *checker) failf(format string, args ...any) {
-	if c.err == nil {
-		c.err = fmt.Errorf(c.op+": "+format, args...)
-	}
-}
-
-func dimString(dims []int) string {
-	s := "["
-	for i, d := range dims {
-		if i > 0 {
-			s += " "
-		}
-		if d < 0 {
-			s += "?"
-		} else {
-			s += fmt.Sprint(d)
-		}
-	}
-	return s + "]"
 }
 
 // parallelFor calls fn on consecutive ranges [lo,hi) of at most grain items

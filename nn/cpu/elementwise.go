@@ -13,9 +13,9 @@ const elemGrain = 1 << 14
 // Zero sets every element of x to 0.
 func (*Backend) Zero(x *nn.Tensor) error {
 	ck := newChecker("zero")
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		clear(data[float32](x))
@@ -28,13 +28,13 @@ func (*Backend) Zero(x *nn.Tensor) error {
 // Copy copies src into dst; both have the same dtype and element count.
 func (*Backend) Copy(dst, src *nn.Tensor) error {
 	ck := newChecker("copy")
-	ck.tensor("dst", dst)
-	ck.tensor("src", src)
+	ck.Tensor("dst", dst)
+	ck.Tensor("src", src)
 	if src != nil {
-		ck.numel("dst", dst, src.Numel())
+		ck.Numel("dst", dst, src.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if dst.DType() == runtime.F32 {
 		copy(data[float32](dst), data[float32](src))
@@ -48,19 +48,19 @@ func (*Backend) Copy(dst, src *nn.Tensor) error {
 // the 2-D dst starting at dstOff (see nn.Backend.CopyColumns).
 func (*Backend) CopyColumns(dst *nn.Tensor, dstOff int, src *nn.Tensor, srcOff int, cols int) error {
 	ck := newChecker("copycolumns")
-	ck.tensor("dst", dst, -1, -1)
-	ck.tensor("src", src, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("dst", dst, -1, -1)
+	ck.Tensor("src", src, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if dst.Dim(0) != src.Dim(0) {
-		return ck.failfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
+		return ck.FailfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
 	}
 	if cols < 0 || srcOff < 0 || srcOff+cols > src.Dim(1) {
-		return ck.failfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
+		return ck.FailfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
 	}
 	if dstOff < 0 || dstOff+cols > dst.Dim(1) {
-		return ck.failfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
+		return ck.FailfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
 	}
 	if dst.DType() == runtime.F32 {
 		copyColumns(data[float32](dst), dst.Dim(1), dstOff, data[float32](src), src.Dim(1), srcOff, dst.Dim(0), cols)
@@ -81,15 +81,15 @@ func copyColumns[T Float](dst []T, ldd, dstOff int, src []T, lds, srcOff, rows, 
 // Add sets out = a + b elementwise; out may alias a or b.
 func (*Backend) Add(a, b, out *nn.Tensor) error {
 	ck := newChecker("add")
-	ck.tensor("a", a)
-	ck.tensor("b", b)
-	ck.tensor("out", out)
+	ck.Tensor("a", a)
+	ck.Tensor("b", b)
+	ck.Tensor("out", out)
 	if a != nil {
-		ck.numel("b", b, a.Numel())
-		ck.numel("out", out, a.Numel())
+		ck.Numel("b", b, a.Numel())
+		ck.Numel("out", out, a.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if a.DType() == runtime.F32 {
 		add(data[float32](a), data[float32](b), data[float32](out))
@@ -110,13 +110,13 @@ func add[T Float](a, b, out []T) {
 // Axpy sets y += alpha·x.
 func (*Backend) Axpy(alpha float64, x, y *nn.Tensor) error {
 	ck := newChecker("axpy")
-	ck.tensor("x", x)
-	ck.tensor("y", y)
+	ck.Tensor("x", x)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		axpy(alpha, data[float32](x), data[float32](y))
@@ -138,9 +138,9 @@ func axpy[T Float](alpha float64, x, y []T) {
 // Scale sets x *= alpha.
 func (*Backend) Scale(alpha float64, x *nn.Tensor) error {
 	ck := newChecker("scale")
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		scale(alpha, data[float32](x))

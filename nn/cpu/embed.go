@@ -5,34 +5,25 @@ import (
 	"github.com/perkgo/perk/runtime"
 )
 
-func checkIDs(ck *checker, what string, ids []int32, n int) {
-	for i, id := range ids {
-		if id < 0 || int(id) >= n {
-			ck.failf("%s[%d] = %d outside [0,%d)", what, i, id, n)
-			return
-		}
-	}
-}
-
 // EmbeddingForward gathers y[t] = table[ids[t]] (+ pos[positions[t]]).
 func (*Backend) EmbeddingForward(ids []int32, table *nn.Tensor, positions []int32, pos *nn.Tensor, y *nn.Tensor) error {
 	ck := newChecker("embedding fwd")
-	ck.tensor("table", table, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("table", table, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	v, d, t := table.Dim(0), table.Dim(1), len(ids)
-	ck.tensor("y", y, t, d)
-	ck.optional("pos", pos, -1, d)
-	checkIDs(ck, "ids", ids, v)
-	if pos != nil && ck.err == nil {
+	ck.Tensor("y", y, t, d)
+	ck.Optional("pos", pos, -1, d)
+	nn.CheckIDs(ck, "ids", ids, v)
+	if pos != nil && ck.Err() == nil {
 		if len(positions) != t {
-			ck.failf("%d positions for %d ids", len(positions), t)
+			ck.Failf("%d positions for %d ids", len(positions), t)
 		}
-		checkIDs(ck, "positions", positions, pos.Dim(0))
+		nn.CheckIDs(ck, "positions", positions, pos.Dim(0))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if table.DType() == runtime.F32 {
 		embeddingForward(ids, data[float32](table), positions, data[float32](pos), data[float32](y), d)
@@ -62,24 +53,24 @@ func embeddingForward[T Float](ids []int32, table []T, positions []int32, pos, y
 // the table row, so the result is deterministic.
 func (*Backend) EmbeddingBackward(ids []int32, positions []int32, dy, dTable, dPos *nn.Tensor) error {
 	ck := newChecker("embedding bwd")
-	ck.tensor("dy", dy, len(ids), -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("dy", dy, len(ids), -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	d := dy.Dim(1)
-	ck.optional("dTable", dTable, -1, d)
-	ck.optional("dPos", dPos, -1, d)
-	if dTable != nil && ck.err == nil {
-		checkIDs(ck, "ids", ids, dTable.Dim(0))
+	ck.Optional("dTable", dTable, -1, d)
+	ck.Optional("dPos", dPos, -1, d)
+	if dTable != nil && ck.Err() == nil {
+		nn.CheckIDs(ck, "ids", ids, dTable.Dim(0))
 	}
-	if dPos != nil && ck.err == nil {
+	if dPos != nil && ck.Err() == nil {
 		if len(positions) != len(ids) {
-			ck.failf("%d positions for %d ids", len(positions), len(ids))
+			ck.Failf("%d positions for %d ids", len(positions), len(ids))
 		}
-		checkIDs(ck, "positions", positions, dPos.Dim(0))
+		nn.CheckIDs(ck, "positions", positions, dPos.Dim(0))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if dy.DType() == runtime.F32 {
 		if dTable != nil {

@@ -77,11 +77,11 @@ func checkGemm(transA, transB bool, m, n, k, lenA, lda, lenB, ldb, lenC, ldc int
 // nn.Backend.MatMul).
 func (*Backend) MatMul(transA, transB bool, alpha float64, a, b *nn.Tensor, beta float64, c *nn.Tensor) error {
 	ck := newChecker("matmul")
-	ck.tensor("a", a, -1, -1)
-	ck.tensor("b", b, -1, -1)
-	ck.tensor("c", c, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("a", a, -1, -1)
+	ck.Tensor("b", b, -1, -1)
+	ck.Tensor("c", c, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	m, ka := a.Dim(0), a.Dim(1)
 	if transA {
@@ -92,10 +92,10 @@ func (*Backend) MatMul(transA, transB bool, alpha float64, a, b *nn.Tensor, beta
 		kb, n = n, kb
 	}
 	if ka != kb {
-		return ck.failfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
+		return ck.FailfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
 	}
 	if c.Dim(0) != m || c.Dim(1) != n {
-		return ck.failfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
+		return ck.FailfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
 	}
 	if a.DType() == runtime.F32 {
 		gemm(transA, transB, m, n, ka, alpha, data[float32](a), max(1, a.Dim(1)), data[float32](b), max(1, b.Dim(1)), beta, data[float32](c), max(1, n))
@@ -103,10 +103,4 @@ func (*Backend) MatMul(transA, transB bool, alpha float64, a, b *nn.Tensor, beta
 		gemm(transA, transB, m, n, ka, alpha, data[float64](a), max(1, a.Dim(1)), data[float64](b), max(1, b.Dim(1)), beta, data[float64](c), max(1, n))
 	}
 	return nil
-}
-
-// failfErr records and returns an error.
-func (c *checker) failfErr(format string, args ...any) error {
-	c.failf(format, args...)
-	return c.err
 }

@@ -10,37 +10,9 @@ type loraDims struct{ n, in, out, r int }
 
 // checkLoRA validates the layer's weights against x [N,in] and returns the
 // sizes; ck records the first problem.
-func checkLoRA(ck *checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
-	ck.tensor("x", x, -1, -1)
-	ck.tensor("W", l.W, -1, -1)
-	if ck.err != nil {
-		return loraDims{}
-	}
-	d := loraDims{n: x.Dim(0), in: x.Dim(1)}
-	if l.WInOut {
-		ck.tensor("W", l.W, d.in, -1)
-		d.out = l.W.Dim(1)
-	} else {
-		ck.tensor("W", l.W, -1, d.in)
-		d.out = l.W.Dim(0)
-	}
-	ck.optional("bias", l.Bias, d.out)
-	switch {
-	case l.A == nil && l.B != nil:
-		ck.failf("B is set but A is nil")
-	case l.A != nil:
-		ck.tensor("A", l.A, -1, d.in)
-		if ck.err == nil {
-			d.r = l.A.Dim(0)
-		}
-		ck.tensor("B", l.B, d.out, d.r)
-	}
-	if ck.err == nil {
-		if err := checkDropout(ck.op, l.Dropout); err != nil {
-			ck.err = err
-		}
-	}
-	return d
+func checkLoRA(ck *nn.Checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
+	d := nn.CheckLoRA(ck, l, x)
+	return loraDims{n: d.N, in: d.In, out: d.Out, r: d.R}
 }
 
 // LoRALinearForward computes y = x·Wᵀ + bias + s·(dropout(x)·Aᵀ)·Bᵀ and, when
@@ -48,13 +20,13 @@ func checkLoRA(ck *checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
 func (*Backend) LoRALinearForward(l nn.LoRALinear, x, y, xa *nn.Tensor) error {
 	ck := newChecker("lora_linear fwd")
 	d := checkLoRA(ck, l, x)
-	ck.tensor("y", y, d.n, d.out)
+	ck.Tensor("y", y, d.n, d.out)
 	if l.A == nil && xa != nil {
-		ck.failf("xa is set but the layer has no adapter (A is nil)")
+		ck.Failf("xa is set but the layer has no adapter (A is nil)")
 	}
-	ck.optional("xa", xa, d.n, d.r)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("xa", xa, d.n, d.r)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		loraForward[float32](l, d, x, y, xa)
@@ -108,22 +80,22 @@ func addBias[T Float](y, b []T, n, out int) {
 func (*Backend) LoRALinearBackward(l nn.LoRALinear, x, xa, dy *nn.Tensor, g nn.LoRAGrads) error {
 	ck := newChecker("lora_linear bwd")
 	d := checkLoRA(ck, l, x)
-	ck.tensor("dy", dy, d.n, d.out)
-	ck.optional("dx", g.DX, d.n, d.in)
+	ck.Tensor("dy", dy, d.n, d.out)
+	ck.Optional("dx", g.DX, d.n, d.in)
 	if l.A == nil && (xa != nil || g.DA != nil || g.DB != nil) {
-		ck.failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
+		ck.Failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
 	}
-	ck.optional("xa", xa, d.n, d.r)
-	ck.optional("dA", g.DA, d.r, d.in)
-	ck.optional("dB", g.DB, d.out, d.r)
+	ck.Optional("xa", xa, d.n, d.r)
+	ck.Optional("dA", g.DA, d.r, d.in)
+	ck.Optional("dB", g.DB, d.out, d.r)
 	if l.WInOut {
-		ck.optional("dW", g.DW, d.in, d.out)
+		ck.Optional("dW", g.DW, d.in, d.out)
 	} else {
-		ck.optional("dW", g.DW, d.out, d.in)
+		ck.Optional("dW", g.DW, d.out, d.in)
 	}
-	ck.optional("dBias", g.DBias, d.out)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("dBias", g.DBias, d.out)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		loraBackward[float32](l, d, x, xa, dy, g)

@@ -11,49 +11,26 @@ import (
 // are added in block order, so the result does not depend on GOMAXPROCS.
 const normRowBlock = 64
 
-// normRows checks x (rank ≥ 1) and returns rows = numel/C and C = last dim.
-func normRows(ck *checker, x *nn.Tensor) (rows, c int) {
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return 0, 0
-	}
-	if x.Rank() < 1 {
-		ck.failf("x must have rank ≥ 1, has shape %v", x.Shape())
-		return 0, 0
-	}
-	rows = 1
-	for i := 0; i < x.Rank()-1; i++ {
-		rows *= x.Dim(i)
-	}
-	return rows, x.Dim(-1)
-}
-
-func checkEps(ck *checker, eps float64) {
-	if !(eps >= 0) || math.IsInf(eps, 0) {
-		ck.failf("eps %v must be finite and ≥ 0", eps)
-	}
-}
-
 // LayerNormForward computes y = (x−mean)·rstd·γ + β over the last dimension
 // (biased variance, two-pass), saving mean and rstd when non-nil.
 func (*Backend) LayerNormForward(x, gamma, beta *nn.Tensor, eps float64, y, mean, rstd *nn.Tensor) error {
 	ck := newChecker("layernorm fwd")
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.optional("beta", beta)
-	ck.numel("beta", beta, c)
-	ck.tensor("y", y)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Optional("beta", beta)
+	ck.Numel("beta", beta, c)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	ck.optional("mean", mean)
-	ck.numel("mean", mean, rows)
-	ck.optional("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	checkEps(ck, eps)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("mean", mean)
+	ck.Numel("mean", mean, rows)
+	ck.Optional("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	nn.CheckEps(ck, eps)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		layerNormForward(rows, c, data[float32](x), data[float32](gamma), data[float32](beta), eps, data[float32](y), data[float32](mean), data[float32](rstd))
@@ -101,25 +78,25 @@ func layerNormForward[T Float](rows, c int, x, gamma, beta []T, eps float64, y, 
 // dβ += Σ dy (accumulated).
 func (*Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta *nn.Tensor) error {
 	ck := newChecker("layernorm bwd")
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("mean", mean)
-	ck.numel("mean", mean, rows)
-	ck.tensor("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	ck.tensor("dy", dy)
-	ck.optional("dx", dx)
-	ck.optional("dGamma", dGamma)
-	ck.numel("dGamma", dGamma, c)
-	ck.optional("dBeta", dBeta)
-	ck.numel("dBeta", dBeta, c)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("mean", mean)
+	ck.Numel("mean", mean, rows)
+	ck.Tensor("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	ck.Tensor("dy", dy)
+	ck.Optional("dx", dx)
+	ck.Optional("dGamma", dGamma)
+	ck.Numel("dGamma", dGamma, c)
+	ck.Optional("dBeta", dBeta)
+	ck.Numel("dBeta", dBeta, c)
 	if x != nil {
-		ck.numel("dy", dy, x.Numel())
-		ck.numel("dx", dx, x.Numel())
+		ck.Numel("dy", dy, x.Numel())
+		ck.Numel("dx", dx, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		normBackward(true, rows, c, data[float32](x), data[float32](gamma), data[float32](mean), data[float32](rstd),
@@ -135,18 +112,18 @@ func (*Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta *n
 // last dimension, saving rstd when non-nil.
 func (*Backend) RMSNormForward(x, gamma *nn.Tensor, eps float64, y, rstd *nn.Tensor) error {
 	ck := newChecker("rmsnorm fwd")
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("y", y)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	ck.optional("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	checkEps(ck, eps)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	nn.CheckEps(ck, eps)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		rmsNormForward(rows, c, data[float32](x), data[float32](gamma), eps, data[float32](y), data[float32](rstd))
@@ -179,21 +156,21 @@ func rmsNormForward[T Float](rows, c int, x, gamma []T, eps float64, y, rstd []T
 // dx = rstd·(g − x̂·mean(g·x̂)) (overwritten) and dγ += Σ dy·x̂.
 func (*Backend) RMSNormBackward(x, gamma, rstd, dy, dx, dGamma *nn.Tensor) error {
 	ck := newChecker("rmsnorm bwd")
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	ck.tensor("dy", dy)
-	ck.optional("dx", dx)
-	ck.optional("dGamma", dGamma)
-	ck.numel("dGamma", dGamma, c)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	ck.Tensor("dy", dy)
+	ck.Optional("dx", dx)
+	ck.Optional("dGamma", dGamma)
+	ck.Numel("dGamma", dGamma, c)
 	if x != nil {
-		ck.numel("dy", dy, x.Numel())
-		ck.numel("dx", dx, x.Numel())
+		ck.Numel("dy", dy, x.Numel())
+		ck.Numel("dx", dx, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		normBackward(false, rows, c, data[float32](x), data[float32](gamma), nil, data[float32](rstd),

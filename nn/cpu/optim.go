@@ -1,67 +1,21 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/perkgo/perk/nn"
 	"github.com/perkgo/perk/runtime"
 )
 
-// checkLists validates parallel tensor lists: every list has len(lrs)
-// entries and entry i of every list has the element count of entry i of the
-// first list.
-func checkLists(ck *checker, lrs []float64, names []string, lists ...[]*nn.Tensor) {
-	n := len(lrs)
-	for li, l := range lists {
-		if len(l) != n {
-			ck.failf("%s has %d tensors, want %d (one per learning rate)", names[li], len(l), n)
-			return
-		}
-	}
-	for i := 0; i < n; i++ {
-		for li, l := range lists {
-			ck.tensor(fmt.Sprintf("%s[%d]", names[li], i), l[i])
-			if li > 0 && ck.err == nil {
-				ck.numel(fmt.Sprintf("%s[%d]", names[li], i), l[i], lists[0][i].Numel())
-			}
-		}
-		if ck.err != nil {
-			return
-		}
-	}
-	for i, lr := range lrs {
-		if math.IsNaN(lr) || math.IsInf(lr, 0) {
-			ck.failf("lrs[%d] = %v is not finite", i, lr)
-			return
-		}
-	}
-}
-
-func checkAdamW(ck *checker, o nn.AdamW, t int) {
-	switch {
-	case !(o.Beta1 >= 0 && o.Beta1 < 1):
-		ck.failf("beta1 %v outside [0,1)", o.Beta1)
-	case !(o.Beta2 >= 0 && o.Beta2 < 1):
-		ck.failf("beta2 %v outside [0,1)", o.Beta2)
-	case !(o.Eps >= 0) || math.IsInf(o.Eps, 0):
-		ck.failf("eps %v must be finite and ≥ 0", o.Eps)
-	case math.IsNaN(o.WeightDecay) || math.IsInf(o.WeightDecay, 0):
-		ck.failf("weight decay %v is not finite", o.WeightDecay)
-	case t < 1:
-		ck.failf("step count t = %d, want ≥ 1", t)
-	}
-}
-
 // AdamWStep applies one torch-style AdamW step in place (see
 // nn.Backend.AdamWStep). The update is computed per element in float64 in
 // torch's order: denom = √v/√(1−β2ᵗ) + ε, p ← p·(1−ηλ) − (η/(1−β1ᵗ))·m/denom.
 func (*Backend) AdamWStep(o nn.AdamW, t int, lrs []float64, params, grads, m, v []*nn.Tensor) error {
 	ck := newChecker("adamw step")
-	checkAdamW(ck, o, t)
-	checkLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckAdamW(ck, o, t)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	for i := range params {
 		if params[i].DType() == runtime.F32 {
@@ -109,14 +63,14 @@ func adamw[T Float](o nn.AdamW, t int, lr float64, p, g, m, v []T) {
 // blocks, in order, in float64.
 func (*Backend) AdamWStepVJP(o nn.AdamW, t int, lrs []float64, params, grads, m, v, dParams, dM, dV, dGrads []*nn.Tensor, dLRs []float64) error {
 	ck := newChecker("adamw vjp")
-	checkAdamW(ck, o, t)
-	checkLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
+	nn.CheckAdamW(ck, o, t)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
 		params, grads, m, v, dParams, dM, dV, dGrads)
 	if len(dLRs) != len(lrs) {
-		ck.failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
+		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	for i := range params {
 		if params[i].DType() == runtime.F32 {
@@ -162,12 +116,10 @@ func adamwVJP[T Float](o nn.AdamW, t int, lr float64, p, g, m, v, dp, dm, dv, dg
 // SGDStep sets p ← p·(1−ηλ) − η·g for each tensor.
 func (*Backend) SGDStep(weightDecay float64, lrs []float64, params, grads []*nn.Tensor) error {
 	ck := newChecker("sgd step")
-	if math.IsNaN(weightDecay) || math.IsInf(weightDecay, 0) {
-		ck.failf("weight decay %v is not finite", weightDecay)
-	}
-	checkLists(ck, lrs, []string{"params", "grads"}, params, grads)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckWeightDecay(ck, weightDecay)
+	nn.CheckLists(ck, lrs, []string{"params", "grads"}, params, grads)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	for i := range params {
 		if params[i].DType() == runtime.F32 {
@@ -192,15 +144,13 @@ func sgd[T Float](wd, lr float64, p, g []T) {
 // η̄ = Σ p̄'·(−λ·p_t − g).
 func (*Backend) SGDStepVJP(weightDecay float64, lrs []float64, params, grads, dParams, dGrads []*nn.Tensor, dLRs []float64) error {
 	ck := newChecker("sgd vjp")
-	if math.IsNaN(weightDecay) || math.IsInf(weightDecay, 0) {
-		ck.failf("weight decay %v is not finite", weightDecay)
-	}
-	checkLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
+	nn.CheckWeightDecay(ck, weightDecay)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
 	if len(dLRs) != len(lrs) {
-		ck.failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
+		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	for i := range params {
 		if params[i].DType() == runtime.F32 {

@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 	"math/bits"
 
@@ -60,13 +59,6 @@ func DropoutThreshold(p float64) uint32 {
 // DropoutKeep reports whether element e survives dropout d.
 func DropoutKeep(d nn.Dropout, e uint64) bool {
 	return dropoutWord(d, e)>>8 >= DropoutThreshold(d.P)
-}
-
-func checkDropout(op string, d nn.Dropout) error {
-	if !(d.P >= 0 && d.P < 1) {
-		return fmt.Errorf("%s: dropout probability %v outside [0,1)", op, d.P)
-	}
-	return nil
 }
 
 // applyDropout writes u[e] = x[e]·1/(1−p) for kept elements and 0 for dropped

@@ -48,9 +48,9 @@ func dot[T Float](a, b []T) float64 {
 // Sum returns Σ x, accumulated in float64.
 func (*Backend) Sum(x *nn.Tensor) (float64, error) {
 	ck := newChecker("sum")
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return 0, ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		return sum(data[float32](x)), nil
@@ -61,13 +61,13 @@ func (*Backend) Sum(x *nn.Tensor) (float64, error) {
 // Dot returns Σ a·b, accumulated in float64.
 func (*Backend) Dot(a, b *nn.Tensor) (float64, error) {
 	ck := newChecker("dot")
-	ck.tensor("a", a)
-	ck.tensor("b", b)
+	ck.Tensor("a", a)
+	ck.Tensor("b", b)
 	if a != nil {
-		ck.numel("b", b, a.Numel())
+		ck.Numel("b", b, a.Numel())
 	}
-	if ck.err != nil {
-		return 0, ck.err
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	if a.DType() == runtime.F32 {
 		return dot(data[float32](a), data[float32](b)), nil
@@ -77,10 +77,8 @@ func (*Backend) Dot(a, b *nn.Tensor) (float64, error) {
 
 func checkList(op string, xs []*nn.Tensor) error {
 	ck := newChecker(op)
-	for i, x := range xs {
-		ck.tensor(fmt.Sprintf("xs[%d]", i), x)
-	}
-	return ck.err
+	nn.CheckList(ck, xs)
+	return ck.Err()
 }
 
 // SumSquares returns Σ x² over every tensor in xs, accumulated in float64 and

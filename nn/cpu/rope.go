@@ -7,33 +7,14 @@ import (
 	"github.com/perkgo/perk/runtime"
 )
 
-func checkRoPE(ck *checker, x, y *nn.Tensor, xName, yName string, positions []int32, theta float64) (t, h, d int) {
-	ck.tensor(xName, x, -1, -1, -1)
-	if ck.err != nil {
-		return
-	}
-	t, h, d = x.Dim(0), x.Dim(1), x.Dim(2)
-	ck.tensor(yName, y, t, h, d)
-	if d%2 != 0 {
-		ck.failf("head dimension %d of %s is odd", d, xName)
-	}
-	if len(positions) != t {
-		ck.failf("%d positions for %d tokens", len(positions), t)
-	}
-	if !(theta > 0) || math.IsInf(theta, 0) {
-		ck.failf("theta %v must be finite and positive", theta)
-	}
-	return
-}
-
 // RoPEForward rotates each head of x [T,H,D] by its token's position with
 // the rotate-half convention; angles pos·theta^(−2i/D) and their cos/sin are
 // computed in float64.
 func (*Backend) RoPEForward(x *nn.Tensor, positions []int32, theta float64, y *nn.Tensor) error {
 	ck := newChecker("rope fwd")
-	t, h, d := checkRoPE(ck, x, y, "x", "y", positions, theta)
-	if ck.err != nil {
-		return ck.err
+	t, h, d := nn.CheckRoPE(ck, x, y, "x", "y", positions, theta)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.DType() == runtime.F32 {
 		rope(false, t, h, d, data[float32](x), positions, theta, data[float32](y))
@@ -46,9 +27,9 @@ func (*Backend) RoPEForward(x *nn.Tensor, positions []int32, theta float64, y *n
 // RoPEBackward applies the transposed (inverse) rotation to dy.
 func (*Backend) RoPEBackward(dy *nn.Tensor, positions []int32, theta float64, dx *nn.Tensor) error {
 	ck := newChecker("rope bwd")
-	t, h, d := checkRoPE(ck, dy, dx, "dy", "dx", positions, theta)
-	if ck.err != nil {
-		return ck.err
+	t, h, d := nn.CheckRoPE(ck, dy, dx, "dy", "dx", positions, theta)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if dy.DType() == runtime.F32 {
 		rope(true, t, h, d, data[float32](dy), positions, theta, data[float32](dx))

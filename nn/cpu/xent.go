@@ -13,36 +13,9 @@ const DefaultXentChunk = 2048
 
 type xentDims struct{ n, d, v, chunk int }
 
-func checkXent(ck *checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
-	ck.tensor("h", h, -1, -1)
-	if ck.err != nil {
-		return xentDims{}
-	}
-	x := xentDims{n: h.Dim(0), d: h.Dim(1), chunk: c.Chunk}
-	ck.tensor("emb", emb, -1, x.d)
-	if ck.err != nil {
-		return x
-	}
-	x.v = emb.Dim(0)
-	if x.v == 0 {
-		ck.failf("emb has no vocabulary rows")
-	}
-	if len(c.Labels) != x.n {
-		ck.failf("%d labels for %d rows of h", len(c.Labels), x.n)
-	}
-	for i, l := range c.Labels {
-		if l != nn.IgnoreIndex && (l < 0 || int(l) >= x.v) {
-			ck.failf("labels[%d] = %d outside [0,%d) and not IgnoreIndex", i, l, x.v)
-			break
-		}
-	}
-	ck.optional("weights", c.Weights, x.n)
-	if !(c.Norm > 0) || math.IsInf(c.Norm, 0) {
-		ck.failf("norm %v must be finite and positive", c.Norm)
-	}
-	if x.chunk < 0 {
-		ck.failf("chunk %d is negative", x.chunk)
-	}
+func checkXent(ck *nn.Checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
+	d := nn.CheckXent(ck, c, h, emb)
+	x := xentDims{n: d.N, d: d.D, v: d.V, chunk: c.Chunk}
 	if x.chunk == 0 {
 		x.chunk = DefaultXentChunk
 	}
@@ -58,10 +31,10 @@ func checkXent(ck *checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
 func (*Backend) CrossEntropyForward(c nn.CrossEntropy, h, emb, ce, lse *nn.Tensor) (float64, error) {
 	ck := newChecker("xent fwd")
 	x := checkXent(ck, c, h, emb)
-	ck.tensor("ce", ce, x.n)
-	ck.optional("lse", lse, x.n)
-	if ck.err != nil {
-		return 0, ck.err
+	ck.Tensor("ce", ce, x.n)
+	ck.Optional("lse", lse, x.n)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	if h.DType() == runtime.F32 {
 		return xentForward(c, x, data[float32](h), data[float32](emb), data[float32](c.Weights), data[float32](ce), data[float32](lse)), nil
@@ -132,16 +105,16 @@ func xentForward[T Float](c nn.CrossEntropy, x xentDims, h, emb, w, ce, lse []T)
 func (*Backend) CrossEntropyBackward(c nn.CrossEntropy, h, emb, ce, lse *nn.Tensor, dLoss float64, dh, dEmb, dw *nn.Tensor) error {
 	ck := newChecker("xent bwd")
 	x := checkXent(ck, c, h, emb)
-	ck.optional("ce", ce, x.n)
-	ck.tensor("lse", lse, x.n)
-	ck.optional("dh", dh, x.n, x.d)
-	ck.optional("dEmb", dEmb, x.v, x.d)
-	ck.optional("dw", dw, x.n)
+	ck.Optional("ce", ce, x.n)
+	ck.Tensor("lse", lse, x.n)
+	ck.Optional("dh", dh, x.n, x.d)
+	ck.Optional("dEmb", dEmb, x.v, x.d)
+	ck.Optional("dw", dw, x.n)
 	if dw != nil && ce == nil {
-		ck.failf("dw needs ce")
+		ck.Failf("dw needs ce")
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if h.DType() == runtime.F32 {
 		xentBackward(c, x, data[float32](h), data[float32](emb), data[float32](c.Weights), data[float32](ce),

@@ -21,9 +21,9 @@ func (b *Backend) GELUForward(x, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return wrap(op, kernels.GELUForward(b.stream, b.flat(x), b.flat(y)))
 }
@@ -36,9 +36,9 @@ func (b *Backend) GELUBackward(x, dy, dx *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return wrap(op, kernels.GELUBackward(b.stream, b.flat(x), b.flat(dy), b.flat(dx)))
 }
@@ -51,9 +51,9 @@ func (b *Backend) SwiGLUForward(gate, up, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
-	if ck.err != nil {
-		return ck.err
+	nn.CheckSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return wrap(op, kernels.SwiGLUForward(b.stream, b.flat(gate), b.flat(up), b.flat(y)))
 }
@@ -67,10 +67,10 @@ func (b *Backend) SwiGLUBackward(gate, up, dy, dGate, dUp *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
+	nn.CheckSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
 		[]bool{false, false, false, true, true})
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return wrap(op, kernels.SwiGLUBackward(b.stream, b.flat(gate), b.flat(up), b.flat(dy), b.flat(dGate), b.flat(dUp)))
 }
@@ -97,9 +97,9 @@ func (b *Backend) rope(op string, inverse bool, x *nn.Tensor, positions []int32,
 	if inverse {
 		xName, yName = "dy", "dx"
 	}
-	t, h, d := checkRoPE(ck, x, y, xName, yName, positions, theta)
-	if ck.err != nil {
-		return ck.err
+	t, h, d := nn.CheckRoPE(ck, x, y, xName, yName, positions, theta)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if t == 0 || h == 0 || d == 0 {
 		return nil
@@ -129,22 +129,22 @@ func (b *Backend) EmbeddingForward(ids []int32, table *nn.Tensor, positions []in
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("table", table, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("table", table, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	v, d, t := table.Dim(0), table.Dim(1), len(ids)
-	ck.tensor("y", y, t, d)
-	ck.optional("pos", pos, -1, d)
-	checkIDs(ck, "ids", ids, v)
-	if pos != nil && ck.err == nil {
+	ck.Tensor("y", y, t, d)
+	ck.Optional("pos", pos, -1, d)
+	nn.CheckIDs(ck, "ids", ids, v)
+	if pos != nil && ck.Err() == nil {
 		if len(positions) != t {
-			ck.failf("%d positions for %d ids", len(positions), t)
+			ck.Failf("%d positions for %d ids", len(positions), t)
 		}
-		checkIDs(ck, "positions", positions, pos.Dim(0))
+		nn.CheckIDs(ck, "positions", positions, pos.Dim(0))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if t == 0 || d == 0 {
 		return nil
@@ -174,24 +174,24 @@ func (b *Backend) EmbeddingBackward(ids []int32, positions []int32, dy, dTable, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("dy", dy, len(ids), -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("dy", dy, len(ids), -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	d := dy.Dim(1)
-	ck.optional("dTable", dTable, -1, d)
-	ck.optional("dPos", dPos, -1, d)
-	if dTable != nil && ck.err == nil {
-		checkIDs(ck, "ids", ids, dTable.Dim(0))
+	ck.Optional("dTable", dTable, -1, d)
+	ck.Optional("dPos", dPos, -1, d)
+	if dTable != nil && ck.Err() == nil {
+		nn.CheckIDs(ck, "ids", ids, dTable.Dim(0))
 	}
-	if dPos != nil && ck.err == nil {
+	if dPos != nil && ck.Err() == nil {
 		if len(positions) != len(ids) {
-			ck.failf("%d positions for %d ids", len(positions), len(ids))
+			ck.Failf("%d positions for %d ids", len(positions), len(ids))
 		}
-		checkIDs(ck, "positions", positions, dPos.Dim(0))
+		nn.CheckIDs(ck, "positions", positions, dPos.Dim(0))
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if len(ids) == 0 || d == 0 || (dTable == nil && dPos == nil) {
 		return nil

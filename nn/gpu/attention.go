@@ -19,9 +19,9 @@ func padDim(d int) int {
 	return 0
 }
 
-func checkAttnLimits(ck *checker, d attnDims) {
-	if ck.err == nil && padDim(d.d) == 0 {
-		ck.failf("head dimension %d exceeds the gpu kernels' maximum %d", d.d, attnHeadDims[len(attnHeadDims)-1])
+func checkAttnLimits(ck *nn.Checker, d attnDims) {
+	if ck.Err() == nil && padDim(d.d) == 0 {
+		ck.Failf("head dimension %d exceeds the gpu kernels' maximum %d", d.d, attnHeadDims[len(attnHeadDims)-1])
 	}
 }
 
@@ -77,11 +77,11 @@ func (b *Backend) AttentionForward(a nn.Attention, q, k, v, o, lse *nn.Tensor) e
 	defer b.unlock()
 	ck := b.newChecker(op)
 	d := checkAttention(ck, a, q, k, v)
-	ck.tensor("o", o, d.t, d.hq, d.d)
-	ck.tensor("lse", lse, d.hq, d.t)
+	ck.Tensor("o", o, d.t, d.hq, d.d)
+	ck.Tensor("lse", lse, d.hq, d.t)
 	checkAttnLimits(ck, d)
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if d.t == 0 || d.hq == 0 {
 		return nil
@@ -128,15 +128,15 @@ func (b *Backend) AttentionBackward(a nn.Attention, q, k, v, o, lse, do, dq, dk,
 	defer b.unlock()
 	ck := b.newChecker(op)
 	d := checkAttention(ck, a, q, k, v)
-	ck.tensor("o", o, d.t, d.hq, d.d)
-	ck.tensor("lse", lse, d.hq, d.t)
-	ck.tensor("do", do, d.t, d.hq, d.d)
-	ck.optional("dq", dq, d.t, d.hq, d.d)
-	ck.optional("dk", dk, d.t, d.hkv, d.d)
-	ck.optional("dv", dv, d.t, d.hkv, d.d)
+	ck.Tensor("o", o, d.t, d.hq, d.d)
+	ck.Tensor("lse", lse, d.hq, d.t)
+	ck.Tensor("do", do, d.t, d.hq, d.d)
+	ck.Optional("dq", dq, d.t, d.hq, d.d)
+	ck.Optional("dk", dk, d.t, d.hkv, d.d)
+	ck.Optional("dv", dv, d.t, d.hkv, d.d)
 	checkAttnLimits(ck, d)
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if d.t == 0 || d.hq == 0 || (dq == nil && dk == nil && dv == nil) {
 		return nil

@@ -13,9 +13,9 @@ func (b *Backend) Zero(x *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if n := x.Numel() * x.DType().Size(); n > 0 {
 		return wrap(op, b.dev.Memset(b.ptr(x), 0, n, b.stream))
@@ -31,13 +31,13 @@ func (b *Backend) Copy(dst, src *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("dst", dst)
-	ck.tensor("src", src)
+	ck.Tensor("dst", dst)
+	ck.Tensor("src", src)
 	if src != nil {
-		ck.numel("dst", dst, src.Numel())
+		ck.Numel("dst", dst, src.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	n := src.Numel() * src.DType().Size()
 	if n == 0 || b.ptr(dst) == b.ptr(src) {
@@ -55,19 +55,19 @@ func (b *Backend) CopyColumns(dst *nn.Tensor, dstOff int, src *nn.Tensor, srcOff
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("dst", dst, -1, -1)
-	ck.tensor("src", src, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("dst", dst, -1, -1)
+	ck.Tensor("src", src, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if dst.Dim(0) != src.Dim(0) {
-		return ck.failfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
+		return ck.FailfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
 	}
 	if cols < 0 || srcOff < 0 || srcOff+cols > src.Dim(1) {
-		return ck.failfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
+		return ck.FailfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
 	}
 	if dstOff < 0 || dstOff+cols > dst.Dim(1) {
-		return ck.failfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
+		return ck.FailfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
 	}
 	return wrap(op, kernels.CopyColumns(b.stream, b.arr(dst), dstOff, b.arr(src), srcOff, cols))
 }
@@ -80,15 +80,15 @@ func (b *Backend) Add(a, c, out *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("a", a)
-	ck.tensor("b", c)
-	ck.tensor("out", out)
+	ck.Tensor("a", a)
+	ck.Tensor("b", c)
+	ck.Tensor("out", out)
 	if a != nil {
-		ck.numel("b", c, a.Numel())
-		ck.numel("out", out, a.Numel())
+		ck.Numel("b", c, a.Numel())
+		ck.Numel("out", out, a.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	n := []int{a.Numel()}
 	return wrap(op, kernels.Axpby(b.stream, 1, b.arrAs(a, n...), 1, b.arrAs(c, n...), b.arrAs(out, n...)))
@@ -102,13 +102,13 @@ func (b *Backend) Axpy(alpha float64, x, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("x", x)
-	ck.tensor("y", y)
+	ck.Tensor("x", x)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	n := []int{x.Numel()}
 	return wrap(op, kernels.Axpy(b.stream, float32(alpha), b.arrAs(x, n...), b.arrAs(y, n...)))
@@ -122,9 +122,9 @@ func (b *Backend) Scale(alpha float64, x *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return wrap(op, b.scale(alpha, x))
 }
@@ -143,11 +143,11 @@ func (b *Backend) MatMul(transA, transB bool, alpha float64, a, bm *nn.Tensor, b
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("a", a, -1, -1)
-	ck.tensor("b", bm, -1, -1)
-	ck.tensor("c", c, -1, -1)
-	if ck.err != nil {
-		return ck.err
+	ck.Tensor("a", a, -1, -1)
+	ck.Tensor("b", bm, -1, -1)
+	ck.Tensor("c", c, -1, -1)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	m, ka := a.Dim(0), a.Dim(1)
 	if transA {
@@ -158,10 +158,10 @@ func (b *Backend) MatMul(transA, transB bool, alpha float64, a, bm *nn.Tensor, b
 		kb, n = n, kb
 	}
 	if ka != kb {
-		return ck.failfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
+		return ck.FailfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
 	}
 	if c.Dim(0) != m || c.Dim(1) != n {
-		return ck.failfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
+		return ck.FailfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
 	}
 	return wrap(op, kernels.MatMul(b.stream, transA, transB, float32(alpha), b.arr(a), b.arr(bm), float32(beta), b.arr(c)))
 }

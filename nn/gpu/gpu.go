@@ -309,9 +309,9 @@ func (b *Backend) ToHost(t *nn.Tensor) (*nn.Tensor, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("t", t)
-	if ck.err != nil {
-		return nil, ck.err
+	ck.Tensor("t", t)
+	if ck.Err() != nil {
+		return nil, ck.Err()
 	}
 	raw := make([]byte, t.Numel()*t.DType().Size())
 	if len(raw) > 0 {

@@ -21,13 +21,13 @@ func (b *Backend) loraLayer(l nn.LoRALinear, d loraDims) (kl kernels.LoRALinear,
 }
 
 // checkLoRALimits adds the kernels' limits to the shared checks.
-func checkLoRALimits(ck *checker, d loraDims) {
+func checkLoRALimits(ck *nn.Checker, d loraDims) {
 	switch {
-	case ck.err != nil:
+	case ck.Err() != nil:
 	case d.r > kernels.LoRAMaxRank:
-		ck.failf("adapter rank %d exceeds the gpu kernels' maximum %d", d.r, kernels.LoRAMaxRank)
+		ck.Failf("adapter rank %d exceeds the gpu kernels' maximum %d", d.r, kernels.LoRAMaxRank)
 	case d.in == 0 && d.n > 0 && d.out > 0:
-		ck.failf("x has no columns (in = 0); the gpu kernels need in ≥ 1")
+		ck.Failf("x has no columns (in = 0); the gpu kernels need in ≥ 1")
 	}
 }
 
@@ -41,14 +41,14 @@ func (b *Backend) LoRALinearForward(l nn.LoRALinear, x, y, xa *nn.Tensor) error 
 	defer b.unlock()
 	ck := b.newChecker(op)
 	d := checkLoRA(ck, l, x)
-	ck.tensor("y", y, d.n, d.out)
+	ck.Tensor("y", y, d.n, d.out)
 	if l.A == nil && xa != nil {
-		ck.failf("xa is set but the layer has no adapter (A is nil)")
+		ck.Failf("xa is set but the layer has no adapter (A is nil)")
 	}
-	ck.optional("xa", xa, d.n, d.r)
+	ck.Optional("xa", xa, d.n, d.r)
 	checkLoRALimits(ck, d)
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if d.n == 0 || d.out == 0 {
 		return nil
@@ -80,23 +80,23 @@ func (b *Backend) LoRALinearBackward(l nn.LoRALinear, x, xa, dy *nn.Tensor, g nn
 	defer b.unlock()
 	ck := b.newChecker(op)
 	d := checkLoRA(ck, l, x)
-	ck.tensor("dy", dy, d.n, d.out)
-	ck.optional("dx", g.DX, d.n, d.in)
+	ck.Tensor("dy", dy, d.n, d.out)
+	ck.Optional("dx", g.DX, d.n, d.in)
 	if l.A == nil && (xa != nil || g.DA != nil || g.DB != nil) {
-		ck.failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
+		ck.Failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
 	}
-	ck.optional("xa", xa, d.n, d.r)
-	ck.optional("dA", g.DA, d.r, d.in)
-	ck.optional("dB", g.DB, d.out, d.r)
+	ck.Optional("xa", xa, d.n, d.r)
+	ck.Optional("dA", g.DA, d.r, d.in)
+	ck.Optional("dB", g.DB, d.out, d.r)
 	if l.WInOut {
-		ck.optional("dW", g.DW, d.in, d.out)
+		ck.Optional("dW", g.DW, d.in, d.out)
 	} else {
-		ck.optional("dW", g.DW, d.out, d.in)
+		ck.Optional("dW", g.DW, d.out, d.in)
 	}
-	ck.optional("dBias", g.DBias, d.out)
+	ck.Optional("dBias", g.DBias, d.out)
 	checkLoRALimits(ck, d)
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if d.n == 0 {
 		return nil

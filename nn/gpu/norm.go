@@ -15,22 +15,22 @@ func (b *Backend) LayerNormForward(x, gamma, beta *nn.Tensor, eps float64, y, me
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.optional("beta", beta)
-	ck.numel("beta", beta, c)
-	ck.tensor("y", y)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Optional("beta", beta)
+	ck.Numel("beta", beta, c)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	ck.optional("mean", mean)
-	ck.numel("mean", mean, rows)
-	ck.optional("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	checkEps(ck, eps)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("mean", mean)
+	ck.Numel("mean", mean, rows)
+	ck.Optional("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	nn.CheckEps(ck, eps)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.Numel() == 0 {
 		return nil
@@ -64,25 +64,25 @@ func (b *Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("mean", mean)
-	ck.numel("mean", mean, rows)
-	ck.tensor("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	ck.tensor("dy", dy)
-	ck.optional("dx", dx)
-	ck.optional("dGamma", dGamma)
-	ck.numel("dGamma", dGamma, c)
-	ck.optional("dBeta", dBeta)
-	ck.numel("dBeta", dBeta, c)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("mean", mean)
+	ck.Numel("mean", mean, rows)
+	ck.Tensor("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	ck.Tensor("dy", dy)
+	ck.Optional("dx", dx)
+	ck.Optional("dGamma", dGamma)
+	ck.Numel("dGamma", dGamma, c)
+	ck.Optional("dBeta", dBeta)
+	ck.Numel("dBeta", dBeta, c)
 	if x != nil {
-		ck.numel("dy", dy, x.Numel())
-		ck.numel("dx", dx, x.Numel())
+		ck.Numel("dy", dy, x.Numel())
+		ck.Numel("dx", dx, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return b.normBackward(op, true, rows, c, x, gamma, mean, rstd, dy, dx, dGamma, dBeta)
 }
@@ -96,18 +96,18 @@ func (b *Backend) RMSNormForward(x, gamma *nn.Tensor, eps float64, y, rstd *nn.T
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("y", y)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("y", y)
 	if x != nil {
-		ck.numel("y", y, x.Numel())
+		ck.Numel("y", y, x.Numel())
 	}
-	ck.optional("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	checkEps(ck, eps)
-	if ck.err != nil {
-		return ck.err
+	ck.Optional("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	nn.CheckEps(ck, eps)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.Numel() == 0 {
 		return nil
@@ -133,21 +133,21 @@ func (b *Backend) RMSNormBackward(x, gamma, rstd, dy, dx, dGamma *nn.Tensor) err
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := normRows(ck, x)
-	ck.tensor("gamma", gamma)
-	ck.numel("gamma", gamma, c)
-	ck.tensor("rstd", rstd)
-	ck.numel("rstd", rstd, rows)
-	ck.tensor("dy", dy)
-	ck.optional("dx", dx)
-	ck.optional("dGamma", dGamma)
-	ck.numel("dGamma", dGamma, c)
+	rows, c := nn.NormRows(ck, x)
+	ck.Tensor("gamma", gamma)
+	ck.Numel("gamma", gamma, c)
+	ck.Tensor("rstd", rstd)
+	ck.Numel("rstd", rstd, rows)
+	ck.Tensor("dy", dy)
+	ck.Optional("dx", dx)
+	ck.Optional("dGamma", dGamma)
+	ck.Numel("dGamma", dGamma, c)
 	if x != nil {
-		ck.numel("dy", dy, x.Numel())
-		ck.numel("dx", dx, x.Numel())
+		ck.Numel("dy", dy, x.Numel())
+		ck.Numel("dx", dx, x.Numel())
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return b.normBackward(op, false, rows, c, x, gamma, nil, rstd, dy, dx, dGamma, nil)
 }

@@ -73,11 +73,11 @@ func (b *Backend) AdamWStep(o nn.AdamW, t int, lrs []float64, params, grads, m, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkAdamW(ck, o, t)
-	checkLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
-	ck.f32Only()
-	if ck.err != nil {
-		return ck.err
+	nn.CheckAdamW(ck, o, t)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
+	f32Only(ck)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return b.optimRun(op, lrs, nil, [][]*nn.Tensor{params, grads, m, v}, func(tab *kernels.TensorTable, lr, _, _ kernels.Array) error {
 		return kernels.AdamWStep(b.stream, tab, lr, adamConfig(o, t), kernels.Array{}, kernels.Array{})
@@ -93,15 +93,15 @@ func (b *Backend) AdamWStepVJP(o nn.AdamW, t int, lrs []float64, params, grads, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkAdamW(ck, o, t)
-	checkLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
+	nn.CheckAdamW(ck, o, t)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
 		params, grads, m, v, dParams, dM, dV, dGrads)
 	if len(dLRs) != len(lrs) {
-		ck.failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
+		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
 	}
-	ck.f32Only()
-	if ck.err != nil {
-		return ck.err
+	f32Only(ck)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	lists := [][]*nn.Tensor{params, grads, m, v, dParams, dM, dV, dGrads}
 	return b.optimRun(op, lrs, dLRs, lists, func(tab *kernels.TensorTable, lr, partials, dlr kernels.Array) error {
@@ -118,11 +118,11 @@ func (b *Backend) SGDStep(weightDecay float64, lrs []float64, params, grads []*n
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkWeightDecay(ck, weightDecay)
-	checkLists(ck, lrs, []string{"params", "grads"}, params, grads)
-	ck.f32Only()
-	if ck.err != nil {
-		return ck.err
+	nn.CheckWeightDecay(ck, weightDecay)
+	nn.CheckLists(ck, lrs, []string{"params", "grads"}, params, grads)
+	f32Only(ck)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return b.optimRun(op, lrs, nil, [][]*nn.Tensor{params, grads}, func(tab *kernels.TensorTable, lr, _, _ kernels.Array) error {
 		return kernels.SGDStep(b.stream, tab, lr, weightDecay, kernels.Array{}, kernels.Array{})
@@ -137,14 +137,14 @@ func (b *Backend) SGDStepVJP(weightDecay float64, lrs []float64, params, grads, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkWeightDecay(ck, weightDecay)
-	checkLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
+	nn.CheckWeightDecay(ck, weightDecay)
+	nn.CheckLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
 	if len(dLRs) != len(lrs) {
-		ck.failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
+		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
 	}
-	ck.f32Only()
-	if ck.err != nil {
-		return ck.err
+	f32Only(ck)
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	return b.optimRun(op, lrs, dLRs, [][]*nn.Tensor{params, grads, dParams, dGrads}, func(tab *kernels.TensorTable, lr, partials, dlr kernels.Array) error {
 		return kernels.SGDVJP(b.stream, tab, lr, weightDecay, partials, dlr)

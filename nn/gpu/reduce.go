@@ -51,9 +51,9 @@ func (b *Backend) Sum(x *nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("x", x)
-	if ck.err != nil {
-		return 0, ck.err
+	ck.Tensor("x", x)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	v, err := b.reduce(op, kernels.Sum, []*nn.Tensor{x}, nil)
 	if err != nil {
@@ -70,13 +70,13 @@ func (b *Backend) Dot(a, c *nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.tensor("a", a)
-	ck.tensor("b", c)
+	ck.Tensor("a", a)
+	ck.Tensor("b", c)
 	if a != nil {
-		ck.numel("b", c, a.Numel())
+		ck.Numel("b", c, a.Numel())
 	}
-	if ck.err != nil {
-		return 0, ck.err
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	v, err := b.reduce(op, kernels.Dot, []*nn.Tensor{a}, []*nn.Tensor{c})
 	if err != nil {
@@ -107,9 +107,9 @@ func (b *Backend) SumSquares(xs []*nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkList(ck, xs)
-	if ck.err != nil {
-		return 0, ck.err
+	nn.CheckList(ck, xs)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	return b.sumSquares(op, xs)
 }
@@ -122,9 +122,9 @@ func (b *Backend) GlobalNorm(xs []*nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkList(ck, xs)
-	if ck.err != nil {
-		return 0, ck.err
+	nn.CheckList(ck, xs)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	s, err := b.sumSquares(op, xs)
 	return math.Sqrt(s), err
@@ -140,9 +140,9 @@ func (b *Backend) ClipGlobalNorm(xs []*nn.Tensor, maxNorm float64) (float64, err
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	checkList(ck, xs)
-	if ck.err != nil {
-		return 0, ck.err
+	nn.CheckList(ck, xs)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	if !(maxNorm > 0) {
 		return 0, fmt.Errorf("%s: maxNorm %v must be positive", op, maxNorm)

@@ -40,10 +40,10 @@ func (b *Backend) CrossEntropyForward(c nn.CrossEntropy, h, emb, ce, lse *nn.Ten
 	defer b.unlock()
 	ck := b.newChecker(op)
 	x := checkXent(ck, c, h, emb)
-	ck.tensor("ce", ce, x.n)
-	ck.optional("lse", lse, x.n)
-	if ck.err != nil {
-		return 0, ck.err
+	ck.Tensor("ce", ce, x.n)
+	ck.Optional("lse", lse, x.n)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	if x.n == 0 {
 		return 0, nil
@@ -90,19 +90,19 @@ func (b *Backend) CrossEntropyBackward(c nn.CrossEntropy, h, emb, ce, lse *nn.Te
 	defer b.unlock()
 	ck := b.newChecker(op)
 	x := checkXent(ck, c, h, emb)
-	ck.optional("ce", ce, x.n)
-	ck.tensor("lse", lse, x.n)
-	ck.optional("dh", dh, x.n, x.d)
-	ck.optional("dEmb", dEmb, x.v, x.d)
-	ck.optional("dw", dw, x.n)
+	ck.Optional("ce", ce, x.n)
+	ck.Tensor("lse", lse, x.n)
+	ck.Optional("dh", dh, x.n, x.d)
+	ck.Optional("dEmb", dEmb, x.v, x.d)
+	ck.Optional("dw", dw, x.n)
 	if dw != nil && ce == nil {
-		ck.failf("dw needs ce")
+		ck.Failf("dw needs ce")
 	}
 	if math.IsNaN(dLoss) || math.IsInf(dLoss, 0) {
-		ck.failf("dLoss %v is not finite", dLoss)
+		ck.Failf("dLoss %v is not finite", dLoss)
 	}
-	if ck.err != nil {
-		return ck.err
+	if ck.Err() != nil {
+		return ck.Err()
 	}
 	if x.n == 0 || (dh == nil && dEmb == nil && dw == nil) {
 		return nil
