@@ -27,6 +27,33 @@ func F16FromFloat32(f float32) uint16 { return uint16(float16.Fromfloat32(f)) }
 // Float32FromF16 widens an IEEE half exactly.
 func Float32FromF16(h uint16) float32 { return float16.Frombits(h).Float32() }
 
+// BF16FromFloat64 rounds x to the nearest bfloat16, ties to even, directly
+// from float64 (no double rounding through float32). NaN stays a quiet NaN.
+func BF16FromFloat64(x float64) uint16 { return BF16FromFloat32(float32RoundOdd(x)) }
+
+// F16FromFloat64 rounds x to the nearest IEEE half, ties to even, directly
+// from float64 (no double rounding through float32).
+func F16FromFloat64(x float64) uint16 { return F16FromFloat32(float32RoundOdd(x)) }
+
+// float32RoundOdd narrows x to float32 rounding to odd: an inexact result is
+// truncated toward zero and its lowest significand bit is set. Rounding that
+// result again to a format at least two bits narrower gives the same value as
+// rounding x directly, which avoids double-rounding errors.
+func float32RoundOdd(x float64) float32 {
+	if math.IsNaN(x) {
+		return float32(x)
+	}
+	f := float32(x)
+	if float64(f) == x {
+		return f
+	}
+	// Step toward zero if the nearest value overshot |x|.
+	if math.Abs(float64(f)) > math.Abs(x) {
+		f = math.Nextafter32(f, 0)
+	}
+	return math.Float32frombits(math.Float32bits(f) | 1)
+}
+
 // Round returns v rounded to storage type t and widened back to float64: what
 // a kernel reads after the value was stored as t.
 func Round(t DType, v float64) float64 {

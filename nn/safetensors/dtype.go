@@ -6,7 +6,6 @@ import (
 	"math"
 
 	"github.com/perkgo/perk/runtime"
-	"github.com/x448/float16"
 )
 
 // dtypeInfo describes one element type the format knows.
@@ -74,168 +73,76 @@ func validFloat(t runtime.DType) bool {
 	return false
 }
 
+// The scalar conversions below are the runtime's (runtime.BF16FromFloat32
+// and friends); these names remain for callers of this package.
+
 // BF16ToF32 widens a bfloat16 bit pattern to float32. The conversion is exact.
-func BF16ToF32(b uint16) float32 {
-	return math.Float32frombits(uint32(b) << 16)
-}
+func BF16ToF32(b uint16) float32 { return runtime.Float32FromBF16(b) }
 
 // F32ToBF16 rounds f to the nearest bfloat16, ties to even. NaNs stay NaN
 // (quiet, sign kept); overflow gives an infinity of the same sign.
-func F32ToBF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if u&0x7fffffff > 0x7f800000 { // NaN: keep the sign and top payload bits, force quiet.
-		return uint16(u>>16) | 0x0040
-	}
-	// Adding 0x7fff plus the lowest kept bit rounds to nearest, ties to even;
-	// a carry into the exponent field is the correct result (up to infinity).
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
-}
+func F32ToBF16(f float32) uint16 { return runtime.BF16FromFloat32(f) }
 
 // F16ToF32 widens an IEEE half-precision bit pattern to float32 (exact).
-func F16ToF32(h uint16) float32 {
-	return float16.Frombits(h).Float32()
-}
+func F16ToF32(h uint16) float32 { return runtime.Float32FromF16(h) }
 
 // F32ToF16 rounds f to the nearest IEEE half-precision value, ties to even.
-func F32ToF16(f float32) uint16 {
-	return float16.Fromfloat32(f).Bits()
-}
-
-// f64ToF32Odd narrows x to float32 rounding to odd: an inexact result is
-// truncated toward zero and its lowest significand bit is set. Rounding that
-// result again to a format at least two bits narrower gives the same value as
-// rounding x directly, which avoids double-rounding errors.
-func f64ToF32Odd(x float64) float32 {
-	if math.IsNaN(x) {
-		return float32(x)
-	}
-	f := float32(x)
-	if float64(f) == x {
-		return f
-	}
-	// Step toward zero if the nearest value overshot |x|.
-	if math.Abs(float64(f)) > math.Abs(x) {
-		f = math.Nextafter32(f, 0)
-	}
-	return math.Float32frombits(math.Float32bits(f) | 1)
-}
+func F32ToF16(f float32) uint16 { return runtime.F16FromFloat32(f) }
 
 // F64ToBF16 rounds x to the nearest bfloat16, ties to even, without double
 // rounding.
-func F64ToBF16(x float64) uint16 {
-	return F32ToBF16(f64ToF32Odd(x))
-}
+func F64ToBF16(x float64) uint16 { return runtime.BF16FromFloat64(x) }
 
 // F64ToF16 rounds x to the nearest IEEE half-precision value, ties to even,
 // without double rounding.
-func F64ToF16(x float64) uint16 {
-	return F32ToF16(f64ToF32Odd(x))
+func F64ToF16(x float64) uint16 { return runtime.F16FromFloat64(x) }
+
+// checkConv validates the dtype and the byte count of a decode or encode of n
+// elements.
+func checkConv(op string, t runtime.DType, nbytes, n int) error {
+	if !validFloat(t) {
+		return fmt.Errorf("safetensors: %s: unsupported dtype %v", op, t)
+	}
+	if nbytes != n*t.Size() {
+		return fmt.Errorf("safetensors: %s %v: %d bytes for %d elements", op, t, nbytes, n)
+	}
+	return nil
 }
 
-// DecodeFloat32 converts little-endian elements of type t from src into dst.
-// len(src) must be exactly len(dst)·t.Size(). F64 values are rounded to the
-// nearest float32.
-func DecodeFloat32(dst []float32, src []byte, t runtime.DType) error {
-	if !validFloat(t) {
-		return fmt.Errorf("safetensors: decode: unsupported dtype %v", t)
-	}
-	if len(src) != len(dst)*t.Size() {
-		return fmt.Errorf("safetensors: decode %v: %d bytes for %d elements", t, len(src), len(dst))
+// decodeFloats converts little-endian elements of type t from src into dst,
+// converting each value to T (exactly, except F64 into float32, which rounds
+// to nearest).
+func decodeFloats[T float32 | float64](dst []T, src []byte, t runtime.DType) error {
+	if err := checkConv("decode", t, len(src), len(dst)); err != nil {
+		return err
 	}
 	le := binary.LittleEndian
 	switch t {
 	case runtime.F32:
 		for i := range dst {
-			dst[i] = math.Float32frombits(le.Uint32(src[4*i:]))
+			dst[i] = T(math.Float32frombits(le.Uint32(src[4*i:])))
 		}
 	case runtime.F16:
 		for i := range dst {
-			dst[i] = F16ToF32(le.Uint16(src[2*i:]))
+			dst[i] = T(runtime.Float32FromF16(le.Uint16(src[2*i:])))
 		}
 	case runtime.BF16:
 		for i := range dst {
-			dst[i] = BF16ToF32(le.Uint16(src[2*i:]))
+			dst[i] = T(runtime.Float32FromBF16(le.Uint16(src[2*i:])))
 		}
 	case runtime.F64:
 		for i := range dst {
-			dst[i] = float32(math.Float64frombits(le.Uint64(src[8*i:])))
+			dst[i] = T(math.Float64frombits(le.Uint64(src[8*i:])))
 		}
 	}
 	return nil
 }
 
-// DecodeFloat64 converts little-endian elements of type t from src into dst
-// (exactly). len(src) must be exactly len(dst)·t.Size().
-func DecodeFloat64(dst []float64, src []byte, t runtime.DType) error {
-	if !validFloat(t) {
-		return fmt.Errorf("safetensors: decode: unsupported dtype %v", t)
-	}
-	if len(src) != len(dst)*t.Size() {
-		return fmt.Errorf("safetensors: decode %v: %d bytes for %d elements", t, len(src), len(dst))
-	}
-	le := binary.LittleEndian
-	switch t {
-	case runtime.F32:
-		for i := range dst {
-			dst[i] = float64(math.Float32frombits(le.Uint32(src[4*i:])))
-		}
-	case runtime.F16:
-		for i := range dst {
-			dst[i] = float64(F16ToF32(le.Uint16(src[2*i:])))
-		}
-	case runtime.BF16:
-		for i := range dst {
-			dst[i] = float64(BF16ToF32(le.Uint16(src[2*i:])))
-		}
-	case runtime.F64:
-		for i := range dst {
-			dst[i] = math.Float64frombits(le.Uint64(src[8*i:]))
-		}
-	}
-	return nil
-}
-
-// EncodeFloat32 stores src as little-endian elements of type t into dst,
-// rounding to nearest, ties to even. len(dst) must be len(src)·t.Size().
-func EncodeFloat32(dst []byte, src []float32, t runtime.DType) error {
-	if !validFloat(t) {
-		return fmt.Errorf("safetensors: encode: unsupported dtype %v", t)
-	}
-	if len(dst) != len(src)*t.Size() {
-		return fmt.Errorf("safetensors: encode %v: %d bytes for %d elements", t, len(dst), len(src))
-	}
-	le := binary.LittleEndian
-	switch t {
-	case runtime.F32:
-		for i, v := range src {
-			le.PutUint32(dst[4*i:], math.Float32bits(v))
-		}
-	case runtime.F16:
-		for i, v := range src {
-			le.PutUint16(dst[2*i:], F32ToF16(v))
-		}
-	case runtime.BF16:
-		for i, v := range src {
-			le.PutUint16(dst[2*i:], F32ToBF16(v))
-		}
-	case runtime.F64:
-		for i, v := range src {
-			le.PutUint64(dst[8*i:], math.Float64bits(float64(v)))
-		}
-	}
-	return nil
-}
-
-// EncodeFloat64 stores src as little-endian elements of type t into dst,
-// rounding to nearest, ties to even (directly from float64, without double
-// rounding). len(dst) must be len(src)·t.Size().
-func EncodeFloat64(dst []byte, src []float64, t runtime.DType) error {
-	if !validFloat(t) {
-		return fmt.Errorf("safetensors: encode: unsupported dtype %v", t)
-	}
-	if len(dst) != len(src)*t.Size() {
-		return fmt.Errorf("safetensors: encode %v: %d bytes for %d elements", t, len(dst), len(src))
+// encodeFloats stores src as little-endian elements of type t into dst, using
+// toF16 and toBF16 for the 16-bit types.
+func encodeFloats[T float32 | float64](dst []byte, src []T, t runtime.DType, toF16, toBF16 func(T) uint16) error {
+	if err := checkConv("encode", t, len(dst), len(src)); err != nil {
+		return err
 	}
 	le := binary.LittleEndian
 	switch t {
@@ -245,16 +152,42 @@ func EncodeFloat64(dst []byte, src []float64, t runtime.DType) error {
 		}
 	case runtime.F16:
 		for i, v := range src {
-			le.PutUint16(dst[2*i:], F64ToF16(v))
+			le.PutUint16(dst[2*i:], toF16(v))
 		}
 	case runtime.BF16:
 		for i, v := range src {
-			le.PutUint16(dst[2*i:], F64ToBF16(v))
+			le.PutUint16(dst[2*i:], toBF16(v))
 		}
 	case runtime.F64:
 		for i, v := range src {
-			le.PutUint64(dst[8*i:], math.Float64bits(v))
+			le.PutUint64(dst[8*i:], math.Float64bits(float64(v)))
 		}
 	}
 	return nil
+}
+
+// DecodeFloat32 converts little-endian elements of type t from src into dst.
+// len(src) must be exactly len(dst)·t.Size(). F64 values are rounded to the
+// nearest float32.
+func DecodeFloat32(dst []float32, src []byte, t runtime.DType) error {
+	return decodeFloats(dst, src, t)
+}
+
+// DecodeFloat64 converts little-endian elements of type t from src into dst
+// (exactly). len(src) must be exactly len(dst)·t.Size().
+func DecodeFloat64(dst []float64, src []byte, t runtime.DType) error {
+	return decodeFloats(dst, src, t)
+}
+
+// EncodeFloat32 stores src as little-endian elements of type t into dst,
+// rounding to nearest, ties to even. len(dst) must be len(src)·t.Size().
+func EncodeFloat32(dst []byte, src []float32, t runtime.DType) error {
+	return encodeFloats(dst, src, t, runtime.F16FromFloat32, runtime.BF16FromFloat32)
+}
+
+// EncodeFloat64 stores src as little-endian elements of type t into dst,
+// rounding to nearest, ties to even (directly from float64, without double
+// rounding). len(dst) must be len(src)·t.Size().
+func EncodeFloat64(dst []byte, src []float64, t runtime.DType) error {
+	return encodeFloats(dst, src, t, runtime.F16FromFloat64, runtime.BF16FromFloat64)
 }
