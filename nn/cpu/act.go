@@ -13,7 +13,7 @@ var geluC = math.Sqrt(2 / math.Pi)
 // GELUForward sets y = 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))).
 func (*Backend) GELUForward(x, y *nn.Tensor) error {
 	ck := newChecker("gelu fwd")
-	nn.CheckSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
+	nn.CheckGELUForward(ck, x, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -38,7 +38,7 @@ func geluForward[T Float](x, y []T) {
 // t = tanh(√(2/π)·(x+0.044715·x³)).
 func (*Backend) GELUBackward(x, dy, dx *nn.Tensor) error {
 	ck := newChecker("gelu bwd")
-	nn.CheckSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
+	nn.CheckGELUBackward(ck, x, dy, dx)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -73,7 +73,7 @@ func sigmoid(x float64) float64 {
 // SwiGLUForward sets y = silu(gate)·up with silu(g) = g·σ(g).
 func (*Backend) SwiGLUForward(gate, up, y *nn.Tensor) error {
 	ck := newChecker("swiglu fwd")
-	nn.CheckSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
+	nn.CheckSwiGLUForward(ck, gate, up, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -98,8 +98,7 @@ func swigluForward[T Float](gate, up, y []T) {
 // dUp = dy·silu(g); either output may be nil.
 func (*Backend) SwiGLUBackward(gate, up, dy, dGate, dUp *nn.Tensor) error {
 	ck := newChecker("swiglu bwd")
-	nn.CheckSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
-		[]bool{false, false, false, true, true})
+	nn.CheckSwiGLUBackward(ck, gate, up, dy, dGate, dUp)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

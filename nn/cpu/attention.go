@@ -24,8 +24,8 @@ type attnTask struct {
 
 const attnRowBlock = 16
 
-func checkAttention(ck *nn.Checker, a nn.Attention, q, k, v *nn.Tensor) attnDims {
-	d := nn.CheckAttention(ck, a, q, k, v)
+// attnDimsOf converts the shared checker's sizes for a.
+func attnDimsOf(a nn.Attention, d nn.AttentionDims) attnDims {
 	return attnDims{t: d.T, hq: d.HQ, hkv: d.HKV, d: d.D, causal: a.Causal, scale: d.Scale, cu: a.CuSeqlens}
 }
 
@@ -47,9 +47,7 @@ func (d attnDims) tasks() []attnTask {
 // head, and lse = log Σ exp(scale·q·kᵀ) over the visible keys.
 func (*Backend) AttentionForward(a nn.Attention, q, k, v, o, lse *nn.Tensor) error {
 	ck := newChecker("attention fwd")
-	d := checkAttention(ck, a, q, k, v)
-	ck.Tensor("o", o, d.t, d.hq, d.d)
-	ck.Tensor("lse", lse, d.hq, d.t)
+	d := attnDimsOf(a, nn.CheckAttentionForward(ck, a, q, k, v, o, lse))
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -121,13 +119,7 @@ func attentionForward[T Float](d attnDims, q, k, v, o, lse []T) {
 // dk and dv sum over the query heads sharing a kv head.
 func (*Backend) AttentionBackward(a nn.Attention, q, k, v, o, lse, do, dq, dk, dv *nn.Tensor) error {
 	ck := newChecker("attention bwd")
-	d := checkAttention(ck, a, q, k, v)
-	ck.Tensor("o", o, d.t, d.hq, d.d)
-	ck.Tensor("lse", lse, d.hq, d.t)
-	ck.Tensor("do", do, d.t, d.hq, d.d)
-	ck.Optional("dq", dq, d.t, d.hq, d.d)
-	ck.Optional("dk", dk, d.t, d.hkv, d.d)
-	ck.Optional("dv", dv, d.t, d.hkv, d.d)
+	d := attnDimsOf(a, nn.CheckAttentionBackward(ck, a, q, k, v, o, lse, do, dq, dk, dv))
 	if ck.Err() != nil {
 		return ck.Err()
 	}

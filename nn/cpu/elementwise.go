@@ -13,7 +13,7 @@ const elemGrain = 1 << 14
 // Zero sets every element of x to 0.
 func (*Backend) Zero(x *nn.Tensor) error {
 	ck := newChecker("zero")
-	ck.Tensor("x", x)
+	nn.CheckZero(ck, x)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -28,11 +28,7 @@ func (*Backend) Zero(x *nn.Tensor) error {
 // Copy copies src into dst; both have the same dtype and element count.
 func (*Backend) Copy(dst, src *nn.Tensor) error {
 	ck := newChecker("copy")
-	ck.Tensor("dst", dst)
-	ck.Tensor("src", src)
-	if src != nil {
-		ck.Numel("dst", dst, src.Numel())
-	}
+	nn.CheckCopy(ck, dst, src)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -48,19 +44,9 @@ func (*Backend) Copy(dst, src *nn.Tensor) error {
 // the 2-D dst starting at dstOff (see nn.Backend.CopyColumns).
 func (*Backend) CopyColumns(dst *nn.Tensor, dstOff int, src *nn.Tensor, srcOff int, cols int) error {
 	ck := newChecker("copycolumns")
-	ck.Tensor("dst", dst, -1, -1)
-	ck.Tensor("src", src, -1, -1)
+	nn.CheckCopyColumns(ck, dst, dstOff, src, srcOff, cols)
 	if ck.Err() != nil {
 		return ck.Err()
-	}
-	if dst.Dim(0) != src.Dim(0) {
-		return ck.FailfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
-	}
-	if cols < 0 || srcOff < 0 || srcOff+cols > src.Dim(1) {
-		return ck.FailfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
-	}
-	if dstOff < 0 || dstOff+cols > dst.Dim(1) {
-		return ck.FailfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
 	}
 	if dst.DType() == runtime.F32 {
 		copyColumns(data[float32](dst), dst.Dim(1), dstOff, data[float32](src), src.Dim(1), srcOff, dst.Dim(0), cols)
@@ -81,13 +67,7 @@ func copyColumns[T Float](dst []T, ldd, dstOff int, src []T, lds, srcOff, rows, 
 // Add sets out = a + b elementwise; out may alias a or b.
 func (*Backend) Add(a, b, out *nn.Tensor) error {
 	ck := newChecker("add")
-	ck.Tensor("a", a)
-	ck.Tensor("b", b)
-	ck.Tensor("out", out)
-	if a != nil {
-		ck.Numel("b", b, a.Numel())
-		ck.Numel("out", out, a.Numel())
-	}
+	nn.CheckAdd(ck, a, b, out)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -110,11 +90,7 @@ func add[T Float](a, b, out []T) {
 // Axpy sets y += alpha·x.
 func (*Backend) Axpy(alpha float64, x, y *nn.Tensor) error {
 	ck := newChecker("axpy")
-	ck.Tensor("x", x)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
+	nn.CheckAxpy(ck, x, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -138,7 +114,7 @@ func axpy[T Float](alpha float64, x, y []T) {
 // Scale sets x *= alpha.
 func (*Backend) Scale(alpha float64, x *nn.Tensor) error {
 	ck := newChecker("scale")
-	ck.Tensor("x", x)
+	nn.CheckScale(ck, x)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -8,20 +8,7 @@ import (
 // EmbeddingForward gathers y[t] = table[ids[t]] (+ pos[positions[t]]).
 func (*Backend) EmbeddingForward(ids []int32, table *nn.Tensor, positions []int32, pos *nn.Tensor, y *nn.Tensor) error {
 	ck := newChecker("embedding fwd")
-	ck.Tensor("table", table, -1, -1)
-	if ck.Err() != nil {
-		return ck.Err()
-	}
-	v, d, t := table.Dim(0), table.Dim(1), len(ids)
-	ck.Tensor("y", y, t, d)
-	ck.Optional("pos", pos, -1, d)
-	nn.CheckIDs(ck, "ids", ids, v)
-	if pos != nil && ck.Err() == nil {
-		if len(positions) != t {
-			ck.Failf("%d positions for %d ids", len(positions), t)
-		}
-		nn.CheckIDs(ck, "positions", positions, pos.Dim(0))
-	}
+	_, d := nn.CheckEmbeddingForward(ck, ids, table, positions, pos, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -53,22 +40,7 @@ func embeddingForward[T Float](ids []int32, table []T, positions []int32, pos, y
 // the table row, so the result is deterministic.
 func (*Backend) EmbeddingBackward(ids []int32, positions []int32, dy, dTable, dPos *nn.Tensor) error {
 	ck := newChecker("embedding bwd")
-	ck.Tensor("dy", dy, len(ids), -1)
-	if ck.Err() != nil {
-		return ck.Err()
-	}
-	d := dy.Dim(1)
-	ck.Optional("dTable", dTable, -1, d)
-	ck.Optional("dPos", dPos, -1, d)
-	if dTable != nil && ck.Err() == nil {
-		nn.CheckIDs(ck, "ids", ids, dTable.Dim(0))
-	}
-	if dPos != nil && ck.Err() == nil {
-		if len(positions) != len(ids) {
-			ck.Failf("%d positions for %d ids", len(positions), len(ids))
-		}
-		nn.CheckIDs(ck, "positions", positions, dPos.Dim(0))
-	}
+	d := nn.CheckEmbeddingBackward(ck, ids, positions, dy, dTable, dPos)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -77,25 +77,9 @@ func checkGemm(transA, transB bool, m, n, k, lenA, lda, lenB, ldb, lenC, ldc int
 // nn.Backend.MatMul).
 func (*Backend) MatMul(transA, transB bool, alpha float64, a, b *nn.Tensor, beta float64, c *nn.Tensor) error {
 	ck := newChecker("matmul")
-	ck.Tensor("a", a, -1, -1)
-	ck.Tensor("b", b, -1, -1)
-	ck.Tensor("c", c, -1, -1)
+	m, n, ka := nn.CheckMatMul(ck, transA, transB, a, b, c)
 	if ck.Err() != nil {
 		return ck.Err()
-	}
-	m, ka := a.Dim(0), a.Dim(1)
-	if transA {
-		m, ka = ka, m
-	}
-	kb, n := b.Dim(0), b.Dim(1)
-	if transB {
-		kb, n = n, kb
-	}
-	if ka != kb {
-		return ck.FailfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
-	}
-	if c.Dim(0) != m || c.Dim(1) != n {
-		return ck.FailfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
 	}
 	if a.DType() == runtime.F32 {
 		gemm(transA, transB, m, n, ka, alpha, data[float32](a), max(1, a.Dim(1)), data[float32](b), max(1, b.Dim(1)), beta, data[float32](c), max(1, n))

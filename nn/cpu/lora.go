@@ -8,10 +8,8 @@ import (
 // loraDims are the sizes of one LoRALinear call.
 type loraDims struct{ n, in, out, r int }
 
-// checkLoRA validates the layer's weights against x [N,in] and returns the
-// sizes; ck records the first problem.
-func checkLoRA(ck *nn.Checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
-	d := nn.CheckLoRA(ck, l, x)
+// loraDimsOf converts the shared checker's sizes.
+func loraDimsOf(d nn.LoRADims) loraDims {
 	return loraDims{n: d.N, in: d.In, out: d.Out, r: d.R}
 }
 
@@ -19,12 +17,7 @@ func checkLoRA(ck *nn.Checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
 // xa is non-nil, saves xa = dropout(x)·Aᵀ.
 func (*Backend) LoRALinearForward(l nn.LoRALinear, x, y, xa *nn.Tensor) error {
 	ck := newChecker("lora_linear fwd")
-	d := checkLoRA(ck, l, x)
-	ck.Tensor("y", y, d.n, d.out)
-	if l.A == nil && xa != nil {
-		ck.Failf("xa is set but the layer has no adapter (A is nil)")
-	}
-	ck.Optional("xa", xa, d.n, d.r)
+	d := loraDimsOf(nn.CheckLoRALinearForward(ck, l, x, y, xa))
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -79,21 +72,7 @@ func addBias[T Float](y, b []T, n, out int) {
 // dBias += Σ_rows dy (all accumulated).
 func (*Backend) LoRALinearBackward(l nn.LoRALinear, x, xa, dy *nn.Tensor, g nn.LoRAGrads) error {
 	ck := newChecker("lora_linear bwd")
-	d := checkLoRA(ck, l, x)
-	ck.Tensor("dy", dy, d.n, d.out)
-	ck.Optional("dx", g.DX, d.n, d.in)
-	if l.A == nil && (xa != nil || g.DA != nil || g.DB != nil) {
-		ck.Failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
-	}
-	ck.Optional("xa", xa, d.n, d.r)
-	ck.Optional("dA", g.DA, d.r, d.in)
-	ck.Optional("dB", g.DB, d.out, d.r)
-	if l.WInOut {
-		ck.Optional("dW", g.DW, d.in, d.out)
-	} else {
-		ck.Optional("dW", g.DW, d.out, d.in)
-	}
-	ck.Optional("dBias", g.DBias, d.out)
+	d := loraDimsOf(nn.CheckLoRALinearBackward(ck, l, x, xa, dy, g))
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -15,20 +15,7 @@ const normRowBlock = 64
 // (biased variance, two-pass), saving mean and rstd when non-nil.
 func (*Backend) LayerNormForward(x, gamma, beta *nn.Tensor, eps float64, y, mean, rstd *nn.Tensor) error {
 	ck := newChecker("layernorm fwd")
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Optional("beta", beta)
-	ck.Numel("beta", beta, c)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
-	ck.Optional("mean", mean)
-	ck.Numel("mean", mean, rows)
-	ck.Optional("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	nn.CheckEps(ck, eps)
+	rows, c := nn.CheckLayerNormForward(ck, x, gamma, beta, eps, y, mean, rstd)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -78,23 +65,7 @@ func layerNormForward[T Float](rows, c int, x, gamma, beta []T, eps float64, y, 
 // dβ += Σ dy (accumulated).
 func (*Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta *nn.Tensor) error {
 	ck := newChecker("layernorm bwd")
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("mean", mean)
-	ck.Numel("mean", mean, rows)
-	ck.Tensor("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	ck.Tensor("dy", dy)
-	ck.Optional("dx", dx)
-	ck.Optional("dGamma", dGamma)
-	ck.Numel("dGamma", dGamma, c)
-	ck.Optional("dBeta", dBeta)
-	ck.Numel("dBeta", dBeta, c)
-	if x != nil {
-		ck.Numel("dy", dy, x.Numel())
-		ck.Numel("dx", dx, x.Numel())
-	}
+	rows, c := nn.CheckLayerNormBackward(ck, x, gamma, mean, rstd, dy, dx, dGamma, dBeta)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -112,16 +83,7 @@ func (*Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta *n
 // last dimension, saving rstd when non-nil.
 func (*Backend) RMSNormForward(x, gamma *nn.Tensor, eps float64, y, rstd *nn.Tensor) error {
 	ck := newChecker("rmsnorm fwd")
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
-	ck.Optional("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	nn.CheckEps(ck, eps)
+	rows, c := nn.CheckRMSNormForward(ck, x, gamma, eps, y, rstd)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -156,19 +118,7 @@ func rmsNormForward[T Float](rows, c int, x, gamma []T, eps float64, y, rstd []T
 // dx = rstd·(g − x̂·mean(g·x̂)) (overwritten) and dγ += Σ dy·x̂.
 func (*Backend) RMSNormBackward(x, gamma, rstd, dy, dx, dGamma *nn.Tensor) error {
 	ck := newChecker("rmsnorm bwd")
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	ck.Tensor("dy", dy)
-	ck.Optional("dx", dx)
-	ck.Optional("dGamma", dGamma)
-	ck.Numel("dGamma", dGamma, c)
-	if x != nil {
-		ck.Numel("dy", dy, x.Numel())
-		ck.Numel("dx", dx, x.Numel())
-	}
+	rows, c := nn.CheckRMSNormBackward(ck, x, gamma, rstd, dy, dx, dGamma)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -12,8 +12,7 @@ import (
 // torch's order: denom = √v/√(1−β2ᵗ) + ε, p ← p·(1−ηλ) − (η/(1−β1ᵗ))·m/denom.
 func (*Backend) AdamWStep(o nn.AdamW, t int, lrs []float64, params, grads, m, v []*nn.Tensor) error {
 	ck := newChecker("adamw step")
-	nn.CheckAdamW(ck, o, t)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
+	nn.CheckAdamWStep(ck, o, t, lrs, params, grads, m, v)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -63,12 +62,7 @@ func adamw[T Float](o nn.AdamW, t int, lr float64, p, g, m, v []T) {
 // blocks, in order, in float64.
 func (*Backend) AdamWStepVJP(o nn.AdamW, t int, lrs []float64, params, grads, m, v, dParams, dM, dV, dGrads []*nn.Tensor, dLRs []float64) error {
 	ck := newChecker("adamw vjp")
-	nn.CheckAdamW(ck, o, t)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
-		params, grads, m, v, dParams, dM, dV, dGrads)
-	if len(dLRs) != len(lrs) {
-		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
-	}
+	nn.CheckAdamWStepVJP(ck, o, t, lrs, params, grads, m, v, dParams, dM, dV, dGrads, dLRs)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -116,8 +110,7 @@ func adamwVJP[T Float](o nn.AdamW, t int, lr float64, p, g, m, v, dp, dm, dv, dg
 // SGDStep sets p ← p·(1−ηλ) − η·g for each tensor.
 func (*Backend) SGDStep(weightDecay float64, lrs []float64, params, grads []*nn.Tensor) error {
 	ck := newChecker("sgd step")
-	nn.CheckWeightDecay(ck, weightDecay)
-	nn.CheckLists(ck, lrs, []string{"params", "grads"}, params, grads)
+	nn.CheckSGDStep(ck, weightDecay, lrs, params, grads)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -144,11 +137,7 @@ func sgd[T Float](wd, lr float64, p, g []T) {
 // η̄ = Σ p̄'·(−λ·p_t − g).
 func (*Backend) SGDStepVJP(weightDecay float64, lrs []float64, params, grads, dParams, dGrads []*nn.Tensor, dLRs []float64) error {
 	ck := newChecker("sgd vjp")
-	nn.CheckWeightDecay(ck, weightDecay)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
-	if len(dLRs) != len(lrs) {
-		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
-	}
+	nn.CheckSGDStepVJP(ck, weightDecay, lrs, params, grads, dParams, dGrads, dLRs)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/perkgo/perk/nn"
@@ -48,7 +47,7 @@ func dot[T Float](a, b []T) float64 {
 // Sum returns Σ x, accumulated in float64.
 func (*Backend) Sum(x *nn.Tensor) (float64, error) {
 	ck := newChecker("sum")
-	ck.Tensor("x", x)
+	nn.CheckSum(ck, x)
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -61,11 +60,7 @@ func (*Backend) Sum(x *nn.Tensor) (float64, error) {
 // Dot returns Σ a·b, accumulated in float64.
 func (*Backend) Dot(a, b *nn.Tensor) (float64, error) {
 	ck := newChecker("dot")
-	ck.Tensor("a", a)
-	ck.Tensor("b", b)
-	if a != nil {
-		ck.Numel("b", b, a.Numel())
-	}
+	nn.CheckDot(ck, a, b)
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -115,11 +110,10 @@ func (*Backend) GlobalNorm(xs []*nn.Tensor) (float64, error) {
 // ClipGlobalNorm scales every tensor of xs by min(1, maxNorm/(norm+1e-6)) and
 // returns the norm before clipping.
 func (*Backend) ClipGlobalNorm(xs []*nn.Tensor, maxNorm float64) (float64, error) {
-	if err := checkList("clipglobalnorm", xs); err != nil {
-		return 0, err
-	}
-	if !(maxNorm > 0) {
-		return 0, fmt.Errorf("clipglobalnorm: maxNorm %v must be positive", maxNorm)
+	ck := newChecker("clipglobalnorm")
+	nn.CheckClipGlobalNorm(ck, xs, maxNorm)
+	if ck.Err() != nil {
+		return 0, ck.Err()
 	}
 	norm := math.Sqrt(sumSquares(xs))
 	coef := maxNorm / (norm + 1e-6)

@@ -13,8 +13,8 @@ const DefaultXentChunk = 2048
 
 type xentDims struct{ n, d, v, chunk int }
 
-func checkXent(ck *nn.Checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
-	d := nn.CheckXent(ck, c, h, emb)
+// xentDimsOf converts the shared checker's sizes and picks c's chunk.
+func xentDimsOf(c nn.CrossEntropy, d nn.XentDims) xentDims {
 	x := xentDims{n: d.N, d: d.D, v: d.V, chunk: c.Chunk}
 	if x.chunk == 0 {
 		x.chunk = DefaultXentChunk
@@ -30,9 +30,7 @@ func checkXent(ck *nn.Checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
 // ignored); the loss Σ w_i·ce_i / Norm is summed in row order in float64.
 func (*Backend) CrossEntropyForward(c nn.CrossEntropy, h, emb, ce, lse *nn.Tensor) (float64, error) {
 	ck := newChecker("xent fwd")
-	x := checkXent(ck, c, h, emb)
-	ck.Tensor("ce", ce, x.n)
-	ck.Optional("lse", lse, x.n)
+	x := xentDimsOf(c, nn.CheckCrossEntropyForward(ck, c, h, emb, ce, lse))
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -104,15 +102,7 @@ func xentForward[T Float](c nn.CrossEntropy, x xentDims, h, emb, w, ce, lse []T)
 // dw_i = dLoss·ce_i/Norm.
 func (*Backend) CrossEntropyBackward(c nn.CrossEntropy, h, emb, ce, lse *nn.Tensor, dLoss float64, dh, dEmb, dw *nn.Tensor) error {
 	ck := newChecker("xent bwd")
-	x := checkXent(ck, c, h, emb)
-	ck.Optional("ce", ce, x.n)
-	ck.Tensor("lse", lse, x.n)
-	ck.Optional("dh", dh, x.n, x.d)
-	ck.Optional("dEmb", dEmb, x.v, x.d)
-	ck.Optional("dw", dw, x.n)
-	if dw != nil && ce == nil {
-		ck.Failf("dw needs ce")
-	}
+	x := xentDimsOf(c, nn.CheckCrossEntropyBackward(ck, c, h, emb, ce, lse, dh, dEmb, dw))
 	if ck.Err() != nil {
 		return ck.Err()
 	}

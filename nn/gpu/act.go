@@ -21,7 +21,7 @@ func (b *Backend) GELUForward(x, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckSame(ck, []string{"x", "y"}, []*nn.Tensor{x, y}, nil)
+	nn.CheckGELUForward(ck, x, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -36,7 +36,7 @@ func (b *Backend) GELUBackward(x, dy, dx *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckSame(ck, []string{"x", "dy", "dx"}, []*nn.Tensor{x, dy, dx}, nil)
+	nn.CheckGELUBackward(ck, x, dy, dx)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -51,7 +51,7 @@ func (b *Backend) SwiGLUForward(gate, up, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckSame(ck, []string{"gate", "up", "y"}, []*nn.Tensor{gate, up, y}, nil)
+	nn.CheckSwiGLUForward(ck, gate, up, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -67,8 +67,7 @@ func (b *Backend) SwiGLUBackward(gate, up, dy, dGate, dUp *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckSame(ck, []string{"gate", "up", "dy", "dGate", "dUp"}, []*nn.Tensor{gate, up, dy, dGate, dUp},
-		[]bool{false, false, false, true, true})
+	nn.CheckSwiGLUBackward(ck, gate, up, dy, dGate, dUp)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -129,20 +128,7 @@ func (b *Backend) EmbeddingForward(ids []int32, table *nn.Tensor, positions []in
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("table", table, -1, -1)
-	if ck.Err() != nil {
-		return ck.Err()
-	}
-	v, d, t := table.Dim(0), table.Dim(1), len(ids)
-	ck.Tensor("y", y, t, d)
-	ck.Optional("pos", pos, -1, d)
-	nn.CheckIDs(ck, "ids", ids, v)
-	if pos != nil && ck.Err() == nil {
-		if len(positions) != t {
-			ck.Failf("%d positions for %d ids", len(positions), t)
-		}
-		nn.CheckIDs(ck, "positions", positions, pos.Dim(0))
-	}
+	t, d := nn.CheckEmbeddingForward(ck, ids, table, positions, pos, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -174,22 +160,7 @@ func (b *Backend) EmbeddingBackward(ids []int32, positions []int32, dy, dTable, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("dy", dy, len(ids), -1)
-	if ck.Err() != nil {
-		return ck.Err()
-	}
-	d := dy.Dim(1)
-	ck.Optional("dTable", dTable, -1, d)
-	ck.Optional("dPos", dPos, -1, d)
-	if dTable != nil && ck.Err() == nil {
-		nn.CheckIDs(ck, "ids", ids, dTable.Dim(0))
-	}
-	if dPos != nil && ck.Err() == nil {
-		if len(positions) != len(ids) {
-			ck.Failf("%d positions for %d ids", len(positions), len(ids))
-		}
-		nn.CheckIDs(ck, "positions", positions, dPos.Dim(0))
-	}
+	d := nn.CheckEmbeddingBackward(ck, ids, positions, dy, dTable, dPos)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

@@ -76,9 +76,7 @@ func (b *Backend) AttentionForward(a nn.Attention, q, k, v, o, lse *nn.Tensor) e
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	d := checkAttention(ck, a, q, k, v)
-	ck.Tensor("o", o, d.t, d.hq, d.d)
-	ck.Tensor("lse", lse, d.hq, d.t)
+	d := attnDimsOf(nn.CheckAttentionForward(ck, a, q, k, v, o, lse))
 	checkAttnLimits(ck, d)
 	if ck.Err() != nil {
 		return ck.Err()
@@ -127,13 +125,7 @@ func (b *Backend) AttentionBackward(a nn.Attention, q, k, v, o, lse, do, dq, dk,
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	d := checkAttention(ck, a, q, k, v)
-	ck.Tensor("o", o, d.t, d.hq, d.d)
-	ck.Tensor("lse", lse, d.hq, d.t)
-	ck.Tensor("do", do, d.t, d.hq, d.d)
-	ck.Optional("dq", dq, d.t, d.hq, d.d)
-	ck.Optional("dk", dk, d.t, d.hkv, d.d)
-	ck.Optional("dv", dv, d.t, d.hkv, d.d)
+	d := attnDimsOf(nn.CheckAttentionBackward(ck, a, q, k, v, o, lse, do, dq, dk, dv))
 	checkAttnLimits(ck, d)
 	if ck.Err() != nil {
 		return ck.Err()

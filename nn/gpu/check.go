@@ -41,8 +41,8 @@ func f32Only(ck *nn.Checker) {
 // loraDims are the sizes of one LoRALinear call.
 type loraDims struct{ n, in, out, r int }
 
-func checkLoRA(ck *nn.Checker, l nn.LoRALinear, x *nn.Tensor) loraDims {
-	d := nn.CheckLoRA(ck, l, x)
+// loraDimsOf converts the shared checker's sizes.
+func loraDimsOf(d nn.LoRADims) loraDims {
 	return loraDims{n: d.N, in: d.In, out: d.Out, r: d.R}
 }
 
@@ -52,15 +52,15 @@ type attnDims struct {
 	scale         float64
 }
 
-func checkAttention(ck *nn.Checker, a nn.Attention, q, k, v *nn.Tensor) attnDims {
-	d := nn.CheckAttention(ck, a, q, k, v)
+// attnDimsOf converts the shared checker's sizes.
+func attnDimsOf(d nn.AttentionDims) attnDims {
 	return attnDims{t: d.T, hq: d.HQ, hkv: d.HKV, d: d.D, scale: d.Scale}
 }
 
 // xentDims are the sizes of one cross-entropy call.
 type xentDims struct{ n, d, v int }
 
-func checkXent(ck *nn.Checker, c nn.CrossEntropy, h, emb *nn.Tensor) xentDims {
-	d := nn.CheckXent(ck, c, h, emb)
+// xentDimsOf converts the shared checker's sizes.
+func xentDimsOf(d nn.XentDims) xentDims {
 	return xentDims{n: d.N, d: d.D, v: d.V}
 }

@@ -13,7 +13,7 @@ func (b *Backend) Zero(x *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("x", x)
+	nn.CheckZero(ck, x)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -31,11 +31,7 @@ func (b *Backend) Copy(dst, src *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("dst", dst)
-	ck.Tensor("src", src)
-	if src != nil {
-		ck.Numel("dst", dst, src.Numel())
-	}
+	nn.CheckCopy(ck, dst, src)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -55,19 +51,9 @@ func (b *Backend) CopyColumns(dst *nn.Tensor, dstOff int, src *nn.Tensor, srcOff
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("dst", dst, -1, -1)
-	ck.Tensor("src", src, -1, -1)
+	nn.CheckCopyColumns(ck, dst, dstOff, src, srcOff, cols)
 	if ck.Err() != nil {
 		return ck.Err()
-	}
-	if dst.Dim(0) != src.Dim(0) {
-		return ck.FailfErr("dst has %d rows, src has %d", dst.Dim(0), src.Dim(0))
-	}
-	if cols < 0 || srcOff < 0 || srcOff+cols > src.Dim(1) {
-		return ck.FailfErr("source columns [%d,%d) outside src with %d columns", srcOff, srcOff+cols, src.Dim(1))
-	}
-	if dstOff < 0 || dstOff+cols > dst.Dim(1) {
-		return ck.FailfErr("destination columns [%d,%d) outside dst with %d columns", dstOff, dstOff+cols, dst.Dim(1))
 	}
 	return wrap(op, kernels.CopyColumns(b.stream, b.arr(dst), dstOff, b.arr(src), srcOff, cols))
 }
@@ -80,13 +66,7 @@ func (b *Backend) Add(a, c, out *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("a", a)
-	ck.Tensor("b", c)
-	ck.Tensor("out", out)
-	if a != nil {
-		ck.Numel("b", c, a.Numel())
-		ck.Numel("out", out, a.Numel())
-	}
+	nn.CheckAdd(ck, a, c, out)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -102,11 +82,7 @@ func (b *Backend) Axpy(alpha float64, x, y *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("x", x)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
+	nn.CheckAxpy(ck, x, y)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -122,7 +98,7 @@ func (b *Backend) Scale(alpha float64, x *nn.Tensor) error {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("x", x)
+	nn.CheckScale(ck, x)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -143,25 +119,9 @@ func (b *Backend) MatMul(transA, transB bool, alpha float64, a, bm *nn.Tensor, b
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("a", a, -1, -1)
-	ck.Tensor("b", bm, -1, -1)
-	ck.Tensor("c", c, -1, -1)
+	nn.CheckMatMul(ck, transA, transB, a, bm, c)
 	if ck.Err() != nil {
 		return ck.Err()
-	}
-	m, ka := a.Dim(0), a.Dim(1)
-	if transA {
-		m, ka = ka, m
-	}
-	kb, n := bm.Dim(0), bm.Dim(1)
-	if transB {
-		kb, n = n, kb
-	}
-	if ka != kb {
-		return ck.FailfErr("inner dimensions differ: op(a) is [%d %d], op(b) is [%d %d]", m, ka, kb, n)
-	}
-	if c.Dim(0) != m || c.Dim(1) != n {
-		return ck.FailfErr("c has shape %v, want [%d %d]", c.Shape(), m, n)
 	}
 	return wrap(op, kernels.MatMul(b.stream, transA, transB, float32(alpha), b.arr(a), b.arr(bm), float32(beta), b.arr(c)))
 }

@@ -40,12 +40,7 @@ func (b *Backend) LoRALinearForward(l nn.LoRALinear, x, y, xa *nn.Tensor) error 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	d := checkLoRA(ck, l, x)
-	ck.Tensor("y", y, d.n, d.out)
-	if l.A == nil && xa != nil {
-		ck.Failf("xa is set but the layer has no adapter (A is nil)")
-	}
-	ck.Optional("xa", xa, d.n, d.r)
+	d := loraDimsOf(nn.CheckLoRALinearForward(ck, l, x, y, xa))
 	checkLoRALimits(ck, d)
 	if ck.Err() != nil {
 		return ck.Err()
@@ -79,21 +74,7 @@ func (b *Backend) LoRALinearBackward(l nn.LoRALinear, x, xa, dy *nn.Tensor, g nn
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	d := checkLoRA(ck, l, x)
-	ck.Tensor("dy", dy, d.n, d.out)
-	ck.Optional("dx", g.DX, d.n, d.in)
-	if l.A == nil && (xa != nil || g.DA != nil || g.DB != nil) {
-		ck.Failf("xa, dA or dB is set but the layer has no adapter (A is nil)")
-	}
-	ck.Optional("xa", xa, d.n, d.r)
-	ck.Optional("dA", g.DA, d.r, d.in)
-	ck.Optional("dB", g.DB, d.out, d.r)
-	if l.WInOut {
-		ck.Optional("dW", g.DW, d.in, d.out)
-	} else {
-		ck.Optional("dW", g.DW, d.out, d.in)
-	}
-	ck.Optional("dBias", g.DBias, d.out)
+	d := loraDimsOf(nn.CheckLoRALinearBackward(ck, l, x, xa, dy, g))
 	checkLoRALimits(ck, d)
 	if ck.Err() != nil {
 		return ck.Err()

@@ -15,20 +15,7 @@ func (b *Backend) LayerNormForward(x, gamma, beta *nn.Tensor, eps float64, y, me
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Optional("beta", beta)
-	ck.Numel("beta", beta, c)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
-	ck.Optional("mean", mean)
-	ck.Numel("mean", mean, rows)
-	ck.Optional("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	nn.CheckEps(ck, eps)
+	nn.CheckLayerNormForward(ck, x, gamma, beta, eps, y, mean, rstd)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -64,23 +51,7 @@ func (b *Backend) LayerNormBackward(x, gamma, mean, rstd, dy, dx, dGamma, dBeta 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("mean", mean)
-	ck.Numel("mean", mean, rows)
-	ck.Tensor("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	ck.Tensor("dy", dy)
-	ck.Optional("dx", dx)
-	ck.Optional("dGamma", dGamma)
-	ck.Numel("dGamma", dGamma, c)
-	ck.Optional("dBeta", dBeta)
-	ck.Numel("dBeta", dBeta, c)
-	if x != nil {
-		ck.Numel("dy", dy, x.Numel())
-		ck.Numel("dx", dx, x.Numel())
-	}
+	rows, c := nn.CheckLayerNormBackward(ck, x, gamma, mean, rstd, dy, dx, dGamma, dBeta)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -96,16 +67,7 @@ func (b *Backend) RMSNormForward(x, gamma *nn.Tensor, eps float64, y, rstd *nn.T
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("y", y)
-	if x != nil {
-		ck.Numel("y", y, x.Numel())
-	}
-	ck.Optional("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	nn.CheckEps(ck, eps)
+	nn.CheckRMSNormForward(ck, x, gamma, eps, y, rstd)
 	if ck.Err() != nil {
 		return ck.Err()
 	}
@@ -133,19 +95,7 @@ func (b *Backend) RMSNormBackward(x, gamma, rstd, dy, dx, dGamma *nn.Tensor) err
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	rows, c := nn.NormRows(ck, x)
-	ck.Tensor("gamma", gamma)
-	ck.Numel("gamma", gamma, c)
-	ck.Tensor("rstd", rstd)
-	ck.Numel("rstd", rstd, rows)
-	ck.Tensor("dy", dy)
-	ck.Optional("dx", dx)
-	ck.Optional("dGamma", dGamma)
-	ck.Numel("dGamma", dGamma, c)
-	if x != nil {
-		ck.Numel("dy", dy, x.Numel())
-		ck.Numel("dx", dx, x.Numel())
-	}
+	rows, c := nn.CheckRMSNormBackward(ck, x, gamma, rstd, dy, dx, dGamma)
 	if ck.Err() != nil {
 		return ck.Err()
 	}

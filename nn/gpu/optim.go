@@ -73,8 +73,7 @@ func (b *Backend) AdamWStep(o nn.AdamW, t int, lrs []float64, params, grads, m, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckAdamW(ck, o, t)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v"}, params, grads, m, v)
+	nn.CheckAdamWStep(ck, o, t, lrs, params, grads, m, v)
 	f32Only(ck)
 	if ck.Err() != nil {
 		return ck.Err()
@@ -93,12 +92,7 @@ func (b *Backend) AdamWStepVJP(o nn.AdamW, t int, lrs []float64, params, grads, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckAdamW(ck, o, t)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "m", "v", "dParams", "dM", "dV", "dGrads"},
-		params, grads, m, v, dParams, dM, dV, dGrads)
-	if len(dLRs) != len(lrs) {
-		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
-	}
+	nn.CheckAdamWStepVJP(ck, o, t, lrs, params, grads, m, v, dParams, dM, dV, dGrads, dLRs)
 	f32Only(ck)
 	if ck.Err() != nil {
 		return ck.Err()
@@ -118,8 +112,7 @@ func (b *Backend) SGDStep(weightDecay float64, lrs []float64, params, grads []*n
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckWeightDecay(ck, weightDecay)
-	nn.CheckLists(ck, lrs, []string{"params", "grads"}, params, grads)
+	nn.CheckSGDStep(ck, weightDecay, lrs, params, grads)
 	f32Only(ck)
 	if ck.Err() != nil {
 		return ck.Err()
@@ -137,11 +130,7 @@ func (b *Backend) SGDStepVJP(weightDecay float64, lrs []float64, params, grads, 
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckWeightDecay(ck, weightDecay)
-	nn.CheckLists(ck, lrs, []string{"params", "grads", "dParams", "dGrads"}, params, grads, dParams, dGrads)
-	if len(dLRs) != len(lrs) {
-		ck.Failf("dLRs has %d entries, want %d", len(dLRs), len(lrs))
-	}
+	nn.CheckSGDStepVJP(ck, weightDecay, lrs, params, grads, dParams, dGrads, dLRs)
 	f32Only(ck)
 	if ck.Err() != nil {
 		return ck.Err()

@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/perkgo/perk/kernels"
@@ -51,7 +50,7 @@ func (b *Backend) Sum(x *nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("x", x)
+	nn.CheckSum(ck, x)
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -70,11 +69,7 @@ func (b *Backend) Dot(a, c *nn.Tensor) (float64, error) {
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	ck.Tensor("a", a)
-	ck.Tensor("b", c)
-	if a != nil {
-		ck.Numel("b", c, a.Numel())
-	}
+	nn.CheckDot(ck, a, c)
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -140,12 +135,9 @@ func (b *Backend) ClipGlobalNorm(xs []*nn.Tensor, maxNorm float64) (float64, err
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	nn.CheckList(ck, xs)
+	nn.CheckClipGlobalNorm(ck, xs, maxNorm)
 	if ck.Err() != nil {
 		return 0, ck.Err()
-	}
-	if !(maxNorm > 0) {
-		return 0, fmt.Errorf("%s: maxNorm %v must be positive", op, maxNorm)
 	}
 	s, err := b.sumSquares(op, xs)
 	if err != nil {

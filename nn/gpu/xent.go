@@ -39,9 +39,7 @@ func (b *Backend) CrossEntropyForward(c nn.CrossEntropy, h, emb, ce, lse *nn.Ten
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	x := checkXent(ck, c, h, emb)
-	ck.Tensor("ce", ce, x.n)
-	ck.Optional("lse", lse, x.n)
+	x := xentDimsOf(nn.CheckCrossEntropyForward(ck, c, h, emb, ce, lse))
 	if ck.Err() != nil {
 		return 0, ck.Err()
 	}
@@ -89,15 +87,7 @@ func (b *Backend) CrossEntropyBackward(c nn.CrossEntropy, h, emb, ce, lse *nn.Te
 	}
 	defer b.unlock()
 	ck := b.newChecker(op)
-	x := checkXent(ck, c, h, emb)
-	ck.Optional("ce", ce, x.n)
-	ck.Tensor("lse", lse, x.n)
-	ck.Optional("dh", dh, x.n, x.d)
-	ck.Optional("dEmb", dEmb, x.v, x.d)
-	ck.Optional("dw", dw, x.n)
-	if dw != nil && ce == nil {
-		ck.Failf("dw needs ce")
-	}
+	x := xentDimsOf(nn.CheckCrossEntropyBackward(ck, c, h, emb, ce, lse, dh, dEmb, dw))
 	if math.IsNaN(dLoss) || math.IsInf(dLoss, 0) {
 		ck.Failf("dLoss %v is not finite", dLoss)
 	}
