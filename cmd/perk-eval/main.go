@@ -34,7 +34,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/perkgo/perk/nn/cpu"
+	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/tokenizer"
 	"github.com/perkgo/perk/perk"
@@ -65,7 +65,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "perk mode: a perk-train checkpoint directory (PEFT adapter + perk_state.safetensors, and base/ when the base model was trained; required); icr mode: a PEFT adapter directory (optional, default the base model)")
 	fs.StringVar(&o.data, "data", "", `JSONL records {"id", "context": [...], "question", "answer", "support"?, "meta"?: {"tokens": n, "depth": d}} (required)`)
 	fs.StringVar(&o.mode, "mode", perk.ModePERK, "perk (test-time learning, no context in the prompt) or icr (context in the prompt)")
-	fs.StringVar(&o.device, "device", "cpu", "device: cpu (emu and cuda are not yet supported by the GPU backend)")
+	fs.StringVar(&o.device, "device", "cpu", "device: cpu (pure-Go backend), emu (the CUDA kernels on the CPU emulator) or cuda (an NVIDIA GPU; binary built with -tags cuda)")
 	fs.IntVar(&o.maxNew, "max-new-tokens", 128, "greedy decoding stops at EOS or after this many tokens (the paper uses 512)")
 	fs.StringVar(&o.out, "out", "", "output directory for predictions, report.md/report.json and the PNG charts (required)")
 	fs.IntVar(&o.limit, "limit", 0, "evaluate only the first N records (0: all)")
@@ -118,9 +118,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown --mode %q (want perk or icr)", o.mode)
 	}
 	switch o.device {
-	case "cpu":
-	case "emu", "cuda":
-		return fmt.Errorf("--device %s is not yet supported by the GPU backend (nn/gpu); use --device cpu", o.device)
+	case "cpu", "emu", "cuda":
 	default:
 		return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
 	}
@@ -130,8 +128,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		dt = runtime.F32
 	case "f64":
 		dt = runtime.F64
+		if o.device != "cpu" {
+			return fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
+		}
 	case "bf16":
-		return fmt.Errorf("--precision bf16 is not supported on the cpu device (use f32 or f64)")
+		return fmt.Errorf("--precision bf16 is not supported yet: models run in f32 (or f64 on cpu)")
 	default:
 		return fmt.Errorf("unknown --precision %q (want f32, f64 or bf16)", o.precision)
 	}
@@ -222,7 +223,11 @@ func buildEvaluator(o *options, dt runtime.DType, policy model.Policy, stdout io
 			modelDir = filepath.Join(o.checkpoint, perk.BaseDir)
 		}
 	}
-	m, err := model.LoadModel(modelDir, cpu.New(), dt)
+	backend, err := gpu.Open(o.device)
+	if err != nil {
+		return nil, fmt.Errorf("--device %s: %w", o.device, err)
+	}
+	m, err := model.LoadModel(modelDir, backend, dt)
 	if err != nil {
 		return nil, err
 	}

@@ -149,9 +149,10 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--model", dir}, "--model, --data and --out are required"},
 		{append(base, "--mode", "rag"), `unknown --mode "rag"`},
 		{base, "--mode perk needs --checkpoint"},
-		{append(base, "--mode", "icr", "--device", "cuda"), "not yet supported"},
+		{append(base, "--mode", "icr", "--device", "cuda"), "make build-cuda"},
+		{append(base, "--mode", "icr", "--device", "emu", "--precision", "f64"), "--precision f64 needs --device cpu"},
 		{append(base, "--mode", "icr", "--device", "tpu"), `unknown --device "tpu"`},
-		{append(base, "--mode", "icr", "--precision", "bf16"), "bf16 is not supported"},
+		{append(base, "--mode", "icr", "--precision", "bf16"), "bf16 is not supported yet"},
 		{append(base, "--mode", "icr", "--precision", "f16"), `unknown --precision "f16"`},
 		{append(base, "--mode", "icr", "--max-new-tokens", "0"), "--max-new-tokens 0"},
 		{append(base, "--mode", "icr", "--limit", "-1"), "--limit -1"},
@@ -251,4 +252,25 @@ func TestEvalPERKAndICR(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "evaluating the base model")
 	assert.Len(t, readLines(t, filepath.Join(out2, perk.PredictionsFile(perk.ModeICR))), 2)
+}
+
+// TestEvalOnEmu runs both modes on the GPU backend over the emulated device
+// and checks that greedy answers match the CPU backend's (both f32).
+func TestEvalOnEmu(t *testing.T) {
+	f := setup(t)
+	for _, c := range []struct{ mode, ckpt string }{{perk.ModePERK, f.perkCkpt}, {perk.ModeICR, f.icrCkpt}} {
+		var preds [2][]perk.Prediction
+		for i, dev := range []string{"cpu", "emu"} {
+			out := filepath.Join(t.TempDir(), dev)
+			stdout, _, err := runCLI(t, "--model", f.modelDir, "--checkpoint", c.ckpt, "--data", f.data, "--mode", c.mode,
+				"--out", out, "--max-new-tokens", "3", "--device", dev)
+			require.NoError(t, err, stdout)
+			preds[i] = readLines(t, filepath.Join(out, perk.PredictionsFile(c.mode)))
+		}
+		require.Len(t, preds[1], len(preds[0]))
+		for i := range preds[0] {
+			assert.Empty(t, preds[1][i].Error, preds[1][i].ID)
+			assert.Equal(t, preds[0][i].Response, preds[1][i].Response, "%s %s", c.mode, preds[0][i].ID)
+		}
+	}
 }
