@@ -1,9 +1,14 @@
 // Command perk-train meta-trains PERK: the LoRA initialisation, the
 // per-step inner learning rates and the token-weighting network, on JSONL
-// records, with a frozen base model.
+// records, with a frozen base model. Two more modes train what PERK is
+// compared with and built on (modes.go): --mode pretrain trains a model
+// from scratch (or further) on the causal-LM loss of the records' text, and
+// --mode icr fine-tunes the ICR baseline's LoRA adapter.
 //
 //	perk-train --model DIR --data FILE.jsonl --out DIR --steps N [flags]
 //	perk-train --model DIR --data FILE.jsonl --dump-metagrad OUT.safetensors [flags]
+//	perk-train --mode pretrain --init-config config.json --tokenizer words:N --data FILE.jsonl --out DIR --steps N [flags]
+//	perk-train --mode icr --model DIR --data FILE.jsonl --out DIR --steps N [flags]
 //
 // --dump-metagrad computes the meta-gradient of the first record and writes
 // it under checkpoint names (PEFT LoRA names for the initialisation,
@@ -70,12 +75,19 @@ type options struct {
 	outerBetas                            []float64
 	outerEps, outerWD, warmup, clip       float64
 	trainBase                             bool
+
+	initConfig, tokSpec, corpus string
+	initStd                     float64
+	batchTokens                 int
+
+	evalData                         []string
+	evalEvery, evalLimit, evalMaxNew int
 }
 
 func newFlags(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("perk-train", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVar(&o.mode, "mode", "perk", "training mode (perk: meta-train the LoRA init, learned inner LRs and token weighting)")
+	fs.StringVar(&o.mode, "mode", "perk", "training mode: perk (meta-train the LoRA init, learned inner LRs and token weighting), pretrain (causal-LM training of every base weight on the records' text, writing a model directory) or icr (fine-tune the ICR baseline's LoRA adapter with the context in the prompt, writing a PEFT adapter directory)")
 	fs.StringVar(&o.dump, "dump-metagrad", "", "compute the meta-gradient of the first record, write it to this .safetensors file under checkpoint names, and exit")
 	fs.StringVar(&o.modelDir, "model", "", "base model directory: Hugging Face config.json, model.safetensors (or shards) and tokenizer.json (required)")
 	fs.StringVar(&o.data, "data", "", `JSONL records {"id", "context": [...], "question", "answer", "support"?: [...]} (required)`)
@@ -121,14 +133,29 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.Float64Var(&o.clip, "clip", 1, "global gradient-norm clipping (0: off)")
 	fs.BoolVar(&o.trainBase, "train-base", false, "also train the base weights (first-order: dL_out/dW at the adapted LoRA)")
 	fs.StringVar(&o.resume, "resume", "", "checkpoint directory to resume training from")
+	fs.StringSliceVar(&o.evalData, "eval-data", nil, "held-out JSONL records files (comma-separated): before the first step, every --eval-every steps and after the last, print each file's mean answer loss and exact-match accuracy (perk: after test-time learning; icr: context in the prompt) and append them to --out/eval.tsv")
+	fs.IntVar(&o.evalEvery, "eval-every", 0, "evaluate --eval-data every N steps as well (0: only before the first and after the last step)")
+	fs.IntVar(&o.evalLimit, "eval-limit", 0, "evaluate only the first N records of each --eval-data file (0: all)")
+	fs.IntVar(&o.evalMaxNew, "eval-max-new-tokens", 64, "greedy decoding of --eval-data answers stops at EOS or after this many tokens")
+
+	fs.StringVar(&o.initConfig, "init-config", "", "pretrain: Hugging Face config.json of a model to create with random weights (its vocab_size becomes the tokenizer's); without it --model is trained further")
+	fs.Float64Var(&o.initStd, "init-std", 0.02, "pretrain: standard deviation of the random initial weights")
+	fs.StringVar(&o.tokSpec, "tokenizer", "", "pretrain: a tokenizer.json, or words:N to build a word-level one (bytes plus the N most frequent words of --data; words:0 is byte-level) (default: --model's)")
+	fs.StringVar(&o.corpus, "corpus", "docs,qa", "pretrain: sequences rendered from each record: docs (each segment as \"doc_{i}: {segment}\"), qa (the question and answer without the context), icr (the context, question and answer)")
+	fs.IntVar(&o.batchTokens, "batch-tokens", 1024, "pretrain: tokens per batch (whole sequences packed, no attention across them)")
 	return fs
 }
 
 func usage(w io.Writer, fs *pflag.FlagSet) {
 	fmt.Fprintf(w, `usage: perk-train --model DIR --data FILE.jsonl (--out DIR --steps N | --dump-metagrad OUT.safetensors) [flags]
+       perk-train --mode pretrain (--init-config FILE --tokenizer SPEC | --model DIR) --data FILE.jsonl --out DIR --steps N [flags]
+       perk-train --mode icr --model DIR --data FILE.jsonl --out DIR --steps N [flags]
 
 Meta-trains PERK on a frozen base model: the LoRA initialisation, per-step
-per-tensor inner learning rates and a token-weighting network.
+per-tensor inner learning rates and a token-weighting network. --mode
+pretrain trains a model's weights on the causal-LM loss of the records'
+text; --mode icr fine-tunes the ICR baseline's LoRA adapter. In those modes
+the outer-* flags, --warmup, --clip and --grad-accum configure the optimiser.
 
 flags:
 %s`, fs.FlagUsages())
@@ -149,8 +176,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.mode != "perk" {
-		return fmt.Errorf("--mode %q is not supported (want perk)", o.mode)
+	switch o.mode {
+	case modePERK:
+		if err := checkModeFlags(fs, modePERK); err != nil {
+			return err
+		}
+	case modePretrain:
+		return runPretrain(fs, &o, stdout)
+	case modeICR:
+		return runICR(fs, &o, stdout)
+	default:
+		return fmt.Errorf("--mode %q is not supported (want perk, pretrain or icr)", o.mode)
 	}
 	if o.modelDir == "" || o.data == "" {
 		return fmt.Errorf("--model and --data are required")
@@ -369,6 +405,17 @@ func train(tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) err
 		fmt.Fprintf(stdout, "saved %s\n", dir)
 		return nil
 	}
+	hook, err := newEvalHook(o, modePERK, o.resume == "", stdout, func(recs []perk.Record) (evalResult, error) {
+		return evalPERK(tr.Engine, tr.Params, ds.Encoder, recs, o.evalMaxNew, o.seed)
+	})
+	if err != nil {
+		return err
+	}
+	if tr.Step == 0 {
+		if err := hook.run(0); err != nil {
+			return err
+		}
+	}
 	for tr.Step < o.steps {
 		start := time.Now()
 		exs, err := tr.NextExamples(ds, tr.Outer.Accum)
@@ -388,8 +435,16 @@ func train(tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) err
 				return err
 			}
 		}
+		if o.evalEvery > 0 && rep.Step%o.evalEvery == 0 && rep.Step < o.steps {
+			if err := hook.run(rep.Step); err != nil {
+				return err
+			}
+		}
 	}
-	return save()
+	if err := save(); err != nil {
+		return err
+	}
+	return hook.run(tr.Step)
 }
 
 func floats(v []float64) string {
