@@ -14,7 +14,7 @@ KERNEL_SRCS := $(sort $(wildcard kernels/*.cu))
 KERNEL_HDRS := $(wildcard kernels/*.cuh)
 FAMILIES    := $(basename $(notdir $(KERNEL_SRCS)))
 
-.PHONY: all deps ptx ptx-check cmake-check build build-cuda vet test test-go fuzz golden bench bench-smoke gpu-check demo clean
+.PHONY: all deps ptx ptx-check cmake-check build build-cuda vet test test-go fuzz golden bench bench-smoke gpu-check demo selfcheck clean
 
 all: build
 
@@ -99,6 +99,9 @@ gpu-check:
 	GPU_CHECK_OUT=$(GPU_CHECK_OUT) ./scripts/gpu-check.sh
 
 demo:
+	GO=$(GO) bash scripts/demo.sh
+
+selfcheck:
 	$(GO) run ./cmd/bench selfcheck
 
 clean:
