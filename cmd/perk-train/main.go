@@ -29,7 +29,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/perkgo/perk/nn/cpu"
+	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/safetensors"
 	"github.com/perkgo/perk/nn/tokenizer"
@@ -93,7 +93,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.data, "data", "", `JSONL records {"id", "context": [...], "question", "answer", "support"?: [...]} (required)`)
 	fs.StringVar(&o.initAdapter, "init-adapter", "", "PEFT adapter directory for the LoRA initialisation (rank, alpha, rsLoRA, dropout and targets come from it)")
 	fs.StringVar(&o.initState, "init-state", "", "perk_state.safetensors with the learned inner LRs and the weighting network to start from")
-	fs.StringVar(&o.device, "device", "cpu", "device: cpu (emu and cuda are not yet supported by the GPU backend)")
+	fs.StringVar(&o.device, "device", "cpu", "device of the perk mode: cpu (pure-Go backend), emu (the CUDA kernels on the CPU emulator) or cuda (an NVIDIA GPU; binary built with -tags cuda); pretrain and icr run on cpu")
 	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
 	fs.IntVar(&o.innerSteps, "inner-steps", 4, "inner (test-time learning) steps T")
 	fs.IntVar(&o.unrollStart, "unroll-start", 2, "first differentiated inner step; earlier steps are first-order (0: unroll all)")
@@ -195,9 +195,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
 	}
 	switch o.device {
-	case "cpu":
-	case "emu", "cuda":
-		return fmt.Errorf("--device %s is not yet supported by the GPU backend (nn/gpu); use --device cpu", o.device)
+	case "cpu", "emu", "cuda":
 	default:
 		return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
 	}
@@ -207,6 +205,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		dt = runtime.F32
 	case "f64":
 		dt = runtime.F64
+		if o.device != "cpu" {
+			return fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
+		}
 	case "bf16":
 		return fmt.Errorf("--precision bf16 is not supported on the cpu device (use f32 or f64)")
 	default:
@@ -233,7 +234,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.resume != "" && o.trainBase {
 		modelDir = filepath.Join(o.resume, perk.BaseDir)
 	}
-	m, err := model.LoadModel(modelDir, cpu.New(), dt)
+	backend, err := gpu.Open(o.device)
+	if err != nil {
+		return fmt.Errorf("--device %s: %w", o.device, err)
+	}
+	m, err := model.LoadModel(modelDir, backend, dt)
 	if err != nil {
 		return err
 	}

@@ -228,8 +228,8 @@ func TestUsageAndErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--device", "cuda"}, "not yet supported by the GPU backend"},
-		{[]string{"--device", "emu"}, "not yet supported by the GPU backend"},
+		{[]string{"--device", "tpu"}, `unknown --device "tpu"`},
+		{[]string{"--device", "emu", "--precision", "f64"}, "--precision f64 needs --device cpu"},
 		{[]string{"--precision", "bf16"}, "bf16 is not supported on the cpu device"},
 		{[]string{"--hvp", "exact"}, "not implemented yet"},
 		{[]string{"--hvp", "nope"}, "unknown hvp mode"},
