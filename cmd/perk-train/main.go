@@ -32,7 +32,6 @@ import (
 	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/safetensors"
-	"github.com/perkgo/perk/nn/tokenizer"
 	"github.com/perkgo/perk/perk"
 	"github.com/perkgo/perk/runtime"
 )
@@ -199,19 +198,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
 	}
-	var dt runtime.DType
-	switch o.precision {
-	case "f32":
-		dt = runtime.F32
-	case "f64":
-		dt = runtime.F64
-		if o.device != "cpu" {
-			return fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
-		}
-	case "bf16":
-		return fmt.Errorf("--precision bf16 is not supported on the cpu device (use f32 or f64)")
-	default:
-		return fmt.Errorf("unknown --precision %q (want f32, f64 or bf16)", o.precision)
+	dt, err := precision(o.precision)
+	if err != nil {
+		return err
+	}
+	if dt == runtime.F64 && o.device != "cpu" {
+		return fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
 	}
 	if len(o.innerBetas) != 2 || len(o.outerBetas) != 2 {
 		return fmt.Errorf("--inner-betas and --outer-betas take two values b1,b2")
@@ -238,29 +230,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--device %s: %w", o.device, err)
 	}
-	m, err := model.LoadModel(modelDir, backend, dt)
+	m, ds, err := loadModelAndData(&o, modelDir, backend, dt)
 	if err != nil {
 		return err
 	}
-	cfg := m.Config()
-	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
-	if err != nil {
-		return fmt.Errorf("model %s: %w", o.modelDir, err)
-	}
-	eos, err := perk.EOSToken(tok, o.modelDir)
-	if err != nil {
-		return err
-	}
-	records, err := perk.ReadRecords(o.data)
-	if err != nil {
-		return err
-	}
-	maxPos := 0
-	if cfg.ModelType == model.GPT2 {
-		maxPos = cfg.MaxPositions
-	}
-	ds := &perk.Dataset{Records: records, ShuffleDocs: o.shuffleDocs,
-		Encoder: &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}}
+	ds.ShuffleDocs = o.shuffleDocs
 
 	inner := perk.InnerConfig{UnrollStart: o.unrollStart, Optimizer: o.innerOpt, Beta1: o.innerBetas[0], Beta2: o.innerBetas[1],
 		Eps: o.innerEps, WeightDecay: o.innerWD, Accum: o.innerAccum}
@@ -377,11 +351,7 @@ func dump(e *perk.Engine, p *perk.Params, ds *perk.Dataset, o *options, dt runti
 	if err != nil {
 		return err
 	}
-	sdt := runtime.F32
-	if dt == runtime.F64 {
-		sdt = runtime.F64
-	}
-	ts, err := g.Tensors(e.Model.Backend(), sdt)
+	ts, err := g.Tensors(e.Model.Backend(), storage(dt))
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,34 @@ func precision(s string) (runtime.DType, error) {
 	return 0, fmt.Errorf("unknown --precision %q (want f32, f64 or bf16)", s)
 }
 
+// loadModelAndData loads the model in modelDir on backend, the tokenizer
+// of --model and the records of --data, encoded for that model.
+func loadModelAndData(o *options, modelDir string, backend nn.Backend, dt runtime.DType) (*model.Model, *perk.Dataset, error) {
+	m, err := model.LoadModel(modelDir, backend, dt)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := m.Config()
+	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %s: %w", o.modelDir, err)
+	}
+	eos, err := perk.EOSToken(tok, o.modelDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs, err := perk.ReadRecords(o.data)
+	if err != nil {
+		return nil, nil, err
+	}
+	maxPos := 0
+	if cfg.ModelType == model.GPT2 {
+		maxPos = cfg.MaxPositions
+	}
+	enc := &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}
+	return m, &perk.Dataset{Records: recs, Encoder: enc}, nil
+}
+
 func checkDevice(d string) error {
 	switch d {
 	case "cpu":
@@ -301,28 +329,11 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := model.LoadModel(o.modelDir, cpu.New(), dt)
+	m, ds, err := loadModelAndData(o, o.modelDir, cpu.New(), dt)
 	if err != nil {
 		return err
 	}
 	cfg := m.Config()
-	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
-	if err != nil {
-		return fmt.Errorf("model %s: %w", o.modelDir, err)
-	}
-	eos, err := perk.EOSToken(tok, o.modelDir)
-	if err != nil {
-		return err
-	}
-	recs, err := perk.ReadRecords(o.data)
-	if err != nil {
-		return err
-	}
-	maxPos := 0
-	if cfg.ModelType == model.GPT2 {
-		maxPos = cfg.MaxPositions
-	}
-	ds := &perk.Dataset{Records: recs, Encoder: &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}}
 	targets := o.loraTargets
 	if len(targets) == 0 {
 		targets = model.DefaultTargets(cfg.ModelType)
@@ -338,7 +349,7 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 	}
 	tr.Policy = policy
 	fmt.Fprintf(stdout, "perk-train icr: %d records, LoRA r=%d on %s, %d steps of %d examples\n",
-		len(recs), lc.R, strings.Join(targets, ","), o.steps, oc.Accum)
+		len(ds.Records), lc.R, strings.Join(targets, ","), o.steps, oc.Accum)
 	hook, err := newEvalHook(o, modeICR, true, stdout, func(recs []perk.Record) (evalResult, error) {
 		return evalICR(m, ad, ds.Encoder, recs, o.evalMaxNew)
 	})
