@@ -82,6 +82,58 @@ func TestParseRecords(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
+func TestOnBadRecord(t *testing.T) {
+	text := `{"id": "a", "context": ["x"], "question": "q", "answer": "y"}
+not json
+{"id": "b", "context": ["x"], "question": "q"}
+
+{"id": "c", "context": ["z"], "question": "q", "answer": "w", "meta": {"tokens": 3}}
+{"id": "d", "context": ["z"], "question": "q", "answer": "w", "meta": {"tokens": -1}}
+`
+	path := filepath.Join(t.TempDir(), "mixed.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(text), 0o644))
+
+	stop, err := ParseOnBadRecord("stop")
+	require.NoError(t, err)
+	_, err = ReadRecordsWith(path, stop)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path+":2: invalid record")
+
+	var skipped []string
+	skip, err := ParseOnBadRecord("skip")
+	require.NoError(t, err)
+	skip.Skipped = func(err error) { skipped = append(skipped, err.Error()) }
+	recs, err := ReadRecordsWith(path, skip)
+	require.NoError(t, err)
+	require.Len(t, recs, 3, "the plain reader ignores meta, so d is good")
+	assert.Equal(t, []string{"a", "c", "d"}, []string{recs[0].ID, recs[1].ID, recs[2].ID})
+	require.Len(t, skipped, 2)
+	assert.Contains(t, skipped[0], path+":2: invalid record")
+	assert.Contains(t, skipped[1], path+`:3: record "b" has no answer`)
+
+	skipped = nil
+	ev, err := ReadEvalRecordsWith(path, skip)
+	require.NoError(t, err)
+	require.Len(t, ev, 2)
+	assert.Equal(t, "c", ev[1].ID)
+	assert.Equal(t, 3, *ev[1].Meta.Tokens)
+	require.Len(t, skipped, 3)
+	assert.Contains(t, skipped[2], path+`:6: record "d": meta: tokens -1`)
+
+	_, err = ReadEvalRecordsWith(path, stop)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path+":2:")
+
+	all := filepath.Join(t.TempDir(), "allbad.jsonl")
+	require.NoError(t, os.WriteFile(all, []byte("{}\n[]\n"), 0o644))
+	_, err = ReadRecordsWith(all, skip)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no valid records (2 bad lines skipped)")
+
+	_, err = ParseOnBadRecord("ignore")
+	require.Error(t, err)
+}
+
 func TestSupportTargetWithoutSupport(t *testing.T) {
 	// A record with no support (a student-records aggregate question,
 	// whose support would be every record) is encoded with an empty

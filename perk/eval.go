@@ -54,13 +54,20 @@ type EvalRecord struct {
 }
 
 // ReadEvalRecords reads a JSONL file of records with optional "meta"
-// objects (see ParseEvalRecords).
+// (see ParseEvalRecords), stopping at the first bad line.
 func ReadEvalRecords(path string) ([]EvalRecord, error) {
-	data, err := os.ReadFile(path)
+	return ReadEvalRecordsWith(path, OnBadRecord{})
+}
+
+// ReadEvalRecordsWith reads a JSONL file of records with optional "meta",
+// handling bad lines per bad.
+func ReadEvalRecordsWith(path string, bad OnBadRecord) ([]EvalRecord, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("records: %w", err)
 	}
-	return ParseEvalRecords(path, data)
+	defer f.Close()
+	return parseEvalRecords(path, f, bad)
 }
 
 // ParseEvalRecords decodes JSONL records as ParseRecords does and, from
@@ -68,36 +75,24 @@ func ReadEvalRecords(path string) ([]EvalRecord, error) {
 // non-negative integer, depth a finite number; either may be absent or
 // null). Errors name the input and the line.
 func ParseEvalRecords(name string, data []byte) ([]EvalRecord, error) {
-	recs, err := ParseRecords(name, bytes.NewReader(data))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]EvalRecord, 0, len(recs))
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 1<<16), maxRecordLine)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := bytes.TrimSpace(sc.Bytes())
-		if len(text) == 0 {
-			continue
-		}
-		if len(out) >= len(recs) {
-			return nil, fmt.Errorf("%s:%d: more lines than records", name, line)
+	return parseEvalRecords(name, bytes.NewReader(data), OnBadRecord{})
+}
+
+func parseEvalRecords(name string, r io.Reader, bad OnBadRecord) ([]EvalRecord, error) {
+	var out []EvalRecord
+	err := scanRecordLines(name, r, bad, func(text []byte) error {
+		rec, err := parseRecord(text)
+		if err != nil {
+			return err
 		}
 		meta, err := parseMeta(text)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: record %q: %w", name, line, recs[len(out)].ID, err)
+			return fmt.Errorf("record %q: %w", rec.ID, err)
 		}
-		out = append(out, EvalRecord{Record: recs[len(out)], Meta: meta})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s:%d: %w", name, line+1, err)
-	}
-	if len(out) != len(recs) {
-		return nil, fmt.Errorf("%s: %d records but %d record lines", name, len(recs), len(out))
-	}
-	return out, nil
+		out = append(out, EvalRecord{Record: rec, Meta: meta})
+		return nil
+	})
+	return out, err
 }
 
 // parseMeta reads the "meta" object of one record line.

@@ -43,14 +43,41 @@ type recordJSON struct {
 // make the reader allocate without limit.
 const maxRecordLine = 64 << 20
 
-// ReadRecords reads a JSONL file of records (see ParseRecords).
+// OnBadRecord says what reading a records file does with a line that is
+// not a valid record: stop with its error (the default), or skip it and
+// report it to Skipped.
+type OnBadRecord struct {
+	// Skip skips bad lines instead of stopping at the first.
+	Skip bool
+	// Skipped, when set, receives each skipped line's error ("name:line: ...").
+	Skipped func(error)
+}
+
+// ParseOnBadRecord reads the --on-bad-record flag value: stop or skip.
+func ParseOnBadRecord(s string) (OnBadRecord, error) {
+	switch s {
+	case "stop", "":
+		return OnBadRecord{}, nil
+	case "skip":
+		return OnBadRecord{Skip: true}, nil
+	}
+	return OnBadRecord{}, fmt.Errorf("--on-bad-record %q: want stop or skip", s)
+}
+
+// ReadRecords reads a JSONL file of records (see ParseRecords), stopping
+// at the first bad line.
 func ReadRecords(path string) ([]Record, error) {
+	return ReadRecordsWith(path, OnBadRecord{})
+}
+
+// ReadRecordsWith reads a JSONL file of records, handling bad lines per bad.
+func ReadRecordsWith(path string, bad OnBadRecord) ([]Record, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("records: %w", err)
 	}
 	defer f.Close()
-	return ParseRecords(path, f)
+	return parseRecords(path, f, bad)
 }
 
 // ParseRecords decodes JSONL records, one JSON object per line:
@@ -61,32 +88,60 @@ func ReadRecords(path string) ([]Record, error) {
 // ignored; "id" may be a string or a number. Every error names the input
 // and the line ("name:line: ...").
 func ParseRecords(name string, r io.Reader) ([]Record, error) {
+	return parseRecords(name, r, OnBadRecord{})
+}
+
+func parseRecords(name string, r io.Reader, bad OnBadRecord) ([]Record, error) {
+	var out []Record
+	err := scanRecordLines(name, r, bad, func(text []byte) error {
+		rec, err := parseRecord(text)
+		if err == nil {
+			out = append(out, rec)
+		}
+		return err
+	})
+	return out, err
+}
+
+// scanRecordLines calls parse on every non-blank line of r. A parse error
+// stops the scan with "name:line: err", or, when bad.Skip, is passed to
+// bad.Skipped and the scan goes on. A file with no good record is an error.
+func scanRecordLines(name string, r io.Reader, bad OnBadRecord, parse func(text []byte) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<16), maxRecordLine)
-	var out []Record
-	line := 0
+	line, good, skipped := 0, 0, 0
 	for sc.Scan() {
 		line++
 		text := bytes.TrimSpace(sc.Bytes())
 		if len(text) == 0 {
 			continue
 		}
-		rec, err := parseRecord(text)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
+		if err := parse(text); err != nil {
+			err = fmt.Errorf("%s:%d: %w", name, line, err)
+			if !bad.Skip {
+				return err
+			}
+			skipped++
+			if bad.Skipped != nil {
+				bad.Skipped(err)
+			}
+			continue
 		}
-		out = append(out, rec)
+		good++
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%s:%d: line longer than %d bytes", name, line+1, maxRecordLine)
+			return fmt.Errorf("%s:%d: line longer than %d bytes", name, line+1, maxRecordLine)
 		}
-		return nil, fmt.Errorf("%s:%d: %w", name, line+1, err)
+		return fmt.Errorf("%s:%d: %w", name, line+1, err)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no records", name)
+	if good == 0 {
+		if skipped > 0 {
+			return fmt.Errorf("%s: no valid records (%d bad lines skipped)", name, skipped)
+		}
+		return fmt.Errorf("%s: no records", name)
 	}
-	return out, nil
+	return nil
 }
 
 func parseRecord(text []byte) (Record, error) {
