@@ -17,14 +17,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -37,7 +40,15 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	// The first Ctrl-C (or SIGTERM) ends the run after the current step
+	// with a checkpoint and exit status 0; a second one kills it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+		fmt.Fprintln(os.Stderr, "\nperk-train: interrupted: saving after the current step (interrupt again to quit without saving)")
+	}()
+	if err := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return
 		}
@@ -81,11 +92,17 @@ type options struct {
 
 	evalData                         []string
 	evalEvery, evalLimit, evalMaxNew int
+
+	config, progress, bestMetric, onBadRecord string
+	keepLast                                  int
+	// badRecords is --on-bad-record, with skipped lines reported to stderr.
+	badRecords perk.OnBadRecord
 }
 
 func newFlags(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("perk-train", pflag.ContinueOnError)
 	fs.SortFlags = false
+	fs.StringVar(&o.config, configFlag, "", "YAML or JSON file of flag values: keys are flag names (inner-steps: 4), lists for the list flags; a flag given on the command line wins")
 	fs.StringVar(&o.mode, "mode", "perk", "training mode: perk (meta-train the LoRA init, learned inner LRs and token weighting), pretrain (causal-LM training of every base weight on the records' text, writing a model directory) or icr (fine-tune the ICR baseline's LoRA adapter with the context in the prompt, writing a PEFT adapter directory)")
 	fs.StringVar(&o.dump, "dump-metagrad", "", "compute the meta-gradient of the first record, write it to this .safetensors file under checkpoint names, and exit")
 	fs.StringVar(&o.modelDir, "model", "", "base model directory: Hugging Face config.json, model.safetensors (or shards) and tokenizer.json (required)")
@@ -132,6 +149,10 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.Float64Var(&o.clip, "clip", 1, "global gradient-norm clipping (0: off)")
 	fs.BoolVar(&o.trainBase, "train-base", false, "also train the base weights (first-order: dL_out/dW at the adapted LoRA)")
 	fs.StringVar(&o.resume, "resume", "", "checkpoint directory to resume training from")
+	fs.IntVar(&o.keepLast, "keep-last", 3, "keep only the newest N checkpoint-<step> directories in --out (0: keep all)")
+	fs.StringVar(&o.bestMetric, "best-metric", bestAnswerLoss, "after each evaluation of --eval-data, save --out/checkpoint-best (and best.json) when the first file's answer_loss (lower) or accuracy (higher; ties by answer loss) is the best so far")
+	fs.StringVar(&o.progress, "progress", progressAuto, "progress display: bar (redrawn in place), lines (a log line every --log-every steps) or auto (bar when stdout is a terminal); every step also goes to --out/metrics.jsonl")
+	fs.StringVar(&o.onBadRecord, "on-bad-record", "stop", "a --data or --eval-data line that is not a valid record: stop with its file:line error, or skip it with a warning")
 	fs.StringSliceVar(&o.evalData, "eval-data", nil, "held-out JSONL records files (comma-separated): before the first step, every --eval-every steps and after the last, print each file's mean answer loss and exact-match accuracy (perk: after test-time learning; icr: context in the prompt) and append them to --out/eval.tsv")
 	fs.IntVar(&o.evalEvery, "eval-every", 0, "evaluate --eval-data every N steps as well (0: only before the first and after the last step)")
 	fs.IntVar(&o.evalLimit, "eval-limit", 0, "evaluate only the first N records of each --eval-data file (0: all)")
@@ -160,7 +181,15 @@ flags:
 %s`, fs.FlagUsages())
 }
 
+// run is runContext without an interrupt.
 func run(args []string, stdout, stderr io.Writer) error {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext parses the flags (and --config) and runs the mode. When ctx
+// is cancelled (Ctrl-C), training stops after the current step, saves
+// what it has trained and returns nil.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := newFlags(&o)
 	fs.SetOutput(stderr)
@@ -175,15 +204,29 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	if err := applyConfig(fs, o.config); err != nil {
+		return err
+	}
+	bad, err := perk.ParseOnBadRecord(o.onBadRecord)
+	if err != nil {
+		return err
+	}
+	bad.Skipped = func(err error) { fmt.Fprintf(stderr, "perk-train: skipping %v\n", err) }
+	o.badRecords = bad
+	switch o.progress {
+	case progressAuto, progressBar, progressLines:
+	default:
+		return fmt.Errorf("unknown --progress %q (want auto, bar or lines)", o.progress)
+	}
 	switch o.mode {
 	case modePERK:
 		if err := checkModeFlags(fs, modePERK); err != nil {
 			return err
 		}
 	case modePretrain:
-		return runPretrain(fs, &o, stdout)
+		return runPretrain(ctx, fs, &o, stdout)
 	case modeICR:
-		return runICR(fs, &o, stdout)
+		return runICR(ctx, fs, &o, stdout)
 	default:
 		return fmt.Errorf("--mode %q is not supported (want perk, pretrain or icr)", o.mode)
 	}
@@ -192,6 +235,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if o.dump == "" && (o.out == "" || o.steps <= 0) {
 		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
+	}
+	if o.dump == "" {
+		if err := checkOutDir(o.out); err != nil {
+			return err
+		}
+		if o.bestMetric != bestAnswerLoss && o.bestMetric != bestAccuracy {
+			return fmt.Errorf("unknown --best-metric %q (want answer_loss or accuracy)", o.bestMetric)
+		}
+		if o.keepLast < 0 {
+			return fmt.Errorf("--keep-last %d must be ≥ 0", o.keepLast)
+		}
+	} else if err := checkOutDir(filepath.Dir(o.dump)); err != nil {
+		return fmt.Errorf("--dump-metagrad %s: %w", o.dump, err)
 	}
 	switch o.device {
 	case "cpu", "emu", "cuda":
@@ -257,7 +313,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "resumed %s at step %d\n", o.resume, tr.Step)
-		return train(tr, ds, &o, stdout)
+		return train(ctx, tr, ds, &o, stdout)
 	}
 
 	p, steps, err := buildParams(m, fs, &o)
@@ -272,7 +328,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return train(tr, ds, &o, stdout)
+	return train(ctx, tr, ds, &o, stdout)
 }
 
 // buildParams creates the meta-parameters from the flags, or reads them
@@ -365,29 +421,41 @@ func dump(e *perk.Engine, p *perk.Params, ds *perk.Dataset, o *options, dt runti
 	return nil
 }
 
-// train runs the outer loop with progress lines and checkpoints.
-func train(tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) error {
+// train runs the outer loop with progress, evaluations and checkpoints.
+// A cancelled ctx ends it after the current step with a checkpoint.
+func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) (err error) {
 	if tr.Step >= o.steps {
 		return fmt.Errorf("the run is already at step %d of --steps %d", tr.Step, o.steps)
 	}
 	fmt.Fprintf(stdout, "perk-train: %d records, %d inner steps (%s, unroll from %d, hvp %s), %d outer steps of %d examples\n",
 		len(ds.Records), tr.Engine.Inner.Steps, tr.Engine.Inner.Optimizer, tr.Engine.Inner.UnrollStart, o.hvp, o.steps, tr.Outer.Accum)
-	save := func() error {
-		dir := filepath.Join(o.out, fmt.Sprintf("checkpoint-%d", tr.Step))
-		if err := tr.SaveCheckpoint(dir); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "saved %s\n", dir)
-		return nil
+	prog, err := newProgress(stdout, o.progress, o.logEvery, modePERK, o.out, tr.Step, o.steps)
+	if err != nil {
+		return err
 	}
-	hook, err := newEvalHook(o, modePERK, o.resume == "", stdout, func(recs []perk.Record) (evalResult, error) {
+	defer func() {
+		if cerr := prog.close(); err == nil {
+			err = cerr
+		}
+	}()
+	ckpt, err := newCheckpointer(tr, o.out, o.keepLast, o.bestMetric, prog)
+	if err != nil {
+		return err
+	}
+	hook, err := newEvalHook(o, modePERK, tr.Step, prog, prog, func(recs []perk.Record) (evalResult, error) {
 		return evalPERK(tr.Engine, tr.Params, ds.Encoder, recs, o.evalMaxNew, o.seed)
 	})
 	if err != nil {
 		return err
 	}
+	evaluate := func() error {
+		if err := hook.run(tr.Step); err != nil || hook == nil {
+			return err
+		}
+		return ckpt.evaluated(hook.last[0])
+	}
 	if tr.Step == 0 {
-		if err := hook.run(0); err != nil {
+		if err := evaluate(); err != nil {
 			return err
 		}
 	}
@@ -401,25 +469,40 @@ func train(tr *perk.Trainer, ds *perk.Dataset, o *options, stdout io.Writer) err
 		if err != nil {
 			return err
 		}
-		if o.logEvery > 0 && (rep.Step%o.logEvery == 0 || rep.Step == o.steps) {
-			fmt.Fprintf(stdout, "step %d/%d lr %.3g outer %.4f inner %.4f→%.4f |g| %.3g mem %s %.2fs\n", rep.Step, o.steps, rep.LR,
-				rep.OuterLoss, rep.InnerFirst, rep.InnerLast, rep.GradNorm, bytesString(rep.PeakBytes), time.Since(start).Seconds())
+		tokens := 0
+		for _, x := range exs {
+			tokens += x.Segments.Len() + x.Outer.Len()
+		}
+		m := metric{Step: rep.Step, LR: ptr(rep.LR), OuterLoss: ptr(rep.OuterLoss), InnerFirst: ptr(rep.InnerFirst),
+			InnerLast: ptr(rep.InnerLast), GradNorm: ptr(rep.GradNorm), Tokens: tokens, PeakBytes: rep.PeakBytes,
+			Seconds: ptr(time.Since(start).Seconds())}
+		summary := fmt.Sprintf("lr %.3g outer %.4f inner %.4f→%.4f |g| %.3g", rep.LR, rep.OuterLoss, rep.InnerFirst, rep.InnerLast, rep.GradNorm)
+		if err := prog.step(m, summary); err != nil {
+			return err
+		}
+		if ctx.Err() != nil && rep.Step < o.steps {
+			dir, err := ckpt.save()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(prog, "interrupted at step %d of %d; continue with --resume %s\n", rep.Step, o.steps, dir)
+			return nil
 		}
 		if o.saveEvery > 0 && rep.Step%o.saveEvery == 0 && rep.Step < o.steps {
-			if err := save(); err != nil {
+			if _, err := ckpt.save(); err != nil {
 				return err
 			}
 		}
 		if o.evalEvery > 0 && rep.Step%o.evalEvery == 0 && rep.Step < o.steps {
-			if err := hook.run(rep.Step); err != nil {
+			if err := evaluate(); err != nil {
 				return err
 			}
 		}
 	}
-	if err := save(); err != nil {
+	if _, err := ckpt.save(); err != nil {
 		return err
 	}
-	return hook.run(tr.Step)
+	return evaluate()
 }
 
 func floats(v []float64) string {

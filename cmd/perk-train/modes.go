@@ -5,6 +5,7 @@ package main
 // ICR baseline's LoRA adapter on prompts that hold the whole context.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +47,8 @@ var flagModes = func() map[string][]string {
 	add([]string{modePretrain}, "init-config", "init-std", "tokenizer", "corpus", "batch-tokens")
 	add([]string{modePERK}, "dump-metagrad", "init-adapter", "init-state", "inner-steps", "unroll-start", "inner-opt", "inner-lr",
 		"inner-betas", "inner-eps", "inner-weight-decay", "weighting", "weighting-hidden", "weighting-beta", "hvp",
-		"fd-step", "fd-points", "inner-accum", "shuffle-docs", "outer-lr-lrs", "train-base", "resume", "save-every")
+		"fd-step", "fd-points", "inner-accum", "shuffle-docs", "outer-lr-lrs", "train-base", "resume", "save-every",
+		"keep-last", "best-metric")
 	add([]string{modePERK, modeICR}, "lora-rank", "lora-alpha", "rslora", "lora-dropout", "lora-targets",
 		"eval-data", "eval-every", "eval-limit", "eval-max-new-tokens")
 	return m
@@ -95,7 +97,7 @@ func loadModelAndData(o *options, modelDir string, backend nn.Backend, dt runtim
 	if err != nil {
 		return nil, nil, err
 	}
-	recs, err := perk.ReadRecords(o.data)
+	recs, err := perk.ReadRecordsWith(o.data, o.badRecords)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,7 +175,7 @@ func loadTokenizer(o *options, recs []perk.Record) (*tokenizer.Tokenizer, []byte
 
 // runPretrain trains every base weight on the causal-LM loss of sequences
 // rendered from the records and writes a model directory.
-func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
+func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer) (err error) {
 	if err := checkModeFlags(fs, modePretrain); err != nil {
 		return err
 	}
@@ -184,6 +186,9 @@ func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 		return fmt.Errorf("--mode pretrain needs --data, --out DIR and --steps N > 0")
 	}
 	if err := checkDevice(o.device); err != nil {
+		return err
+	}
+	if err := checkOutDir(o.out); err != nil {
 		return err
 	}
 	dt, err := precision(o.precision)
@@ -205,7 +210,7 @@ func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	recs, err := perk.ReadRecords(o.data)
+	recs, err := perk.ReadRecordsWith(o.data, o.badRecords)
 	if err != nil {
 		return err
 	}
@@ -268,6 +273,15 @@ func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 	nparams := m.Params().NumElements()
 	fmt.Fprintf(stdout, "perk-train pretrain: %s d=%d layers=%d heads=%d vocab=%d (%d parameters); corpus %s: %d sequences, %d tokens; %d steps of ≤%d tokens\n",
 		cfg.ModelType, cfg.Hidden, cfg.Layers, cfg.Heads, cfg.Vocab, nparams, strings.Join(kinds, ","), len(seqs), ntok, o.steps, o.batchTokens)
+	prog, err := newProgress(stdout, o.progress, o.logEvery, modePretrain, o.out, 0, o.steps)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := prog.close(); err == nil {
+			err = cerr
+		}
+	}()
 	start := time.Now()
 	seen := 0
 	for pt.Step < o.steps {
@@ -277,9 +291,15 @@ func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 			return err
 		}
 		seen += rep.Tokens
-		if o.logEvery > 0 && (rep.Step%o.logEvery == 0 || rep.Step == o.steps) {
-			fmt.Fprintf(stdout, "pretrain step %d/%d lr %.3g loss %.4f |g| %.3g epoch %.2f %.2fs\n", rep.Step, o.steps, rep.LR, rep.Loss,
-				rep.GradNorm, float64(seen)/float64(ntok), time.Since(t0).Seconds())
+		m := metric{Step: rep.Step, LR: ptr(rep.LR), Loss: ptr(rep.Loss), GradNorm: ptr(rep.GradNorm), Tokens: rep.Tokens,
+			PeakBytes: rep.PeakBytes, Seconds: ptr(time.Since(t0).Seconds())}
+		summary := fmt.Sprintf("lr %.3g loss %.4f |g| %.3g epoch %.2f", rep.LR, rep.Loss, rep.GradNorm, float64(seen)/float64(ntok))
+		if err := prog.step(m, summary); err != nil {
+			return err
+		}
+		if ctx.Err() != nil && rep.Step < o.steps {
+			fmt.Fprintf(prog, "interrupted at step %d of %d; saving the model trained so far\n", rep.Step, o.steps)
+			break
 		}
 	}
 	if err := model.SaveModel(o.out, m, model.SaveOptions{DType: storage(dt)}); err != nil {
@@ -293,7 +313,7 @@ func runPretrain(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stdout, "saved %s (%d steps, %.1f epochs, %v)\n", o.out, pt.Step, float64(seen)/float64(ntok), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(prog, "saved %s (%d steps, %.1f epochs, %v)\n", o.out, pt.Step, float64(seen)/float64(ntok), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -307,7 +327,7 @@ func storage(dt runtime.DType) runtime.DType {
 // runICR fine-tunes the ICR baseline's LoRA adapter (frozen base) on the
 // records with the context in the prompt and writes it as a PEFT adapter
 // directory, the checkpoint perk-eval reads in icr mode.
-func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
+func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer) (err error) {
 	if err := checkModeFlags(fs, modeICR); err != nil {
 		return err
 	}
@@ -315,6 +335,9 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 		return fmt.Errorf("--mode icr needs --model, --data, --out DIR and --steps N > 0")
 	}
 	if err := checkDevice(o.device); err != nil {
+		return err
+	}
+	if err := checkOutDir(o.out); err != nil {
 		return err
 	}
 	dt, err := precision(o.precision)
@@ -350,7 +373,16 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 	tr.Policy = policy
 	fmt.Fprintf(stdout, "perk-train icr: %d records, LoRA r=%d on %s, %d steps of %d examples\n",
 		len(ds.Records), lc.R, strings.Join(targets, ","), o.steps, oc.Accum)
-	hook, err := newEvalHook(o, modeICR, true, stdout, func(recs []perk.Record) (evalResult, error) {
+	prog, err := newProgress(stdout, o.progress, o.logEvery, modeICR, o.out, 0, o.steps)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := prog.close(); err == nil {
+			err = cerr
+		}
+	}()
+	hook, err := newEvalHook(o, modeICR, 0, prog, prog, func(recs []perk.Record) (evalResult, error) {
 		return evalICR(m, ad, ds.Encoder, recs, o.evalMaxNew)
 	})
 	if err != nil {
@@ -369,8 +401,18 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if o.logEvery > 0 && (rep.Step%o.logEvery == 0 || rep.Step == o.steps) {
-			fmt.Fprintf(stdout, "icr step %d/%d lr %.3g loss %.4f |g| %.3g %.2fs\n", rep.Step, o.steps, rep.LR, rep.Loss, rep.GradNorm, time.Since(t0).Seconds())
+		tokens := 0
+		for _, x := range xs {
+			tokens += x.Seq.Len()
+		}
+		m := metric{Step: rep.Step, LR: ptr(rep.LR), Loss: ptr(rep.Loss), GradNorm: ptr(rep.GradNorm), Tokens: tokens,
+			PeakBytes: rep.PeakBytes, Seconds: ptr(time.Since(t0).Seconds())}
+		if err := prog.step(m, fmt.Sprintf("lr %.3g loss %.4f |g| %.3g", rep.LR, rep.Loss, rep.GradNorm)); err != nil {
+			return err
+		}
+		if ctx.Err() != nil && rep.Step < o.steps {
+			fmt.Fprintf(prog, "interrupted at step %d of %d; saving the adapter trained so far\n", rep.Step, o.steps)
+			break
 		}
 		if o.evalEvery > 0 && rep.Step%o.evalEvery == 0 && rep.Step < o.steps {
 			if err := hook.run(rep.Step); err != nil {
@@ -378,10 +420,22 @@ func runICR(fs *pflag.FlagSet, o *options, stdout io.Writer) error {
 			}
 		}
 	}
+	// Saving replaces --out atomically: write the logs back into it.
 	if err := tr.Save(o.out); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "saved %s\n", o.out)
+	fmt.Fprintf(prog, "saved %s\n", o.out)
+	if err := prog.rewrite(); err != nil {
+		return err
+	}
+	if hook != nil {
+		if err := hook.write(); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil && tr.Step < o.steps {
+		return nil
+	}
 	return hook.run(tr.Step)
 }
 
@@ -398,7 +452,7 @@ const evalFile = "eval.tsv"
 func loadEvalSets(o *options) ([]evalSet, error) {
 	var out []evalSet
 	for _, path := range o.evalData {
-		recs, err := perk.ReadRecords(path)
+		recs, err := perk.ReadRecordsWith(path, o.badRecords)
 		if err != nil {
 			return nil, fmt.Errorf("--eval-data: %w", err)
 		}
@@ -502,32 +556,48 @@ func evalICR(m *model.Model, ad *model.Adapter, enc *perk.Encoder, recs []perk.R
 	return res, nil
 }
 
+// evalSummary is one held-out set's result at one step.
+type evalSummary struct {
+	name           string
+	n, unanswered  int
+	loss, accuracy float64
+}
+
 // evalHook evaluates every held-out set at a step, prints one line per set
-// and records a row per set in --out/eval.tsv. The rows are kept and the
-// whole file rewritten each time, so that it survives the atomic
-// replacement of --out by an adapter checkpoint (icr mode); a resumed run
-// keeps the rows already there.
+// and records a row per set in --out/eval.tsv (and metrics.jsonl). The
+// rows are kept and the whole file rewritten each time, so that it
+// survives the atomic replacement of --out by an adapter checkpoint (icr
+// mode); a resumed run keeps the rows of the steps up to its start.
 type evalHook struct {
-	sets  []evalSet
-	mode  string
-	path  string
-	rows  []string
-	out   io.Writer
-	score func(recs []perk.Record) (evalResult, error)
+	sets    []evalSet
+	mode    string
+	path    string
+	rows    []string
+	out     io.Writer
+	metrics *progress
+	score   func(recs []perk.Record) (evalResult, error)
+	// last holds the results of the latest run, one per set.
+	last []evalSummary
 }
 
 const evalHeader = "mode\tstep\tdata\tn\tanswer_loss\taccuracy\tunanswered"
 
-func newEvalHook(o *options, mode string, fresh bool, stdout io.Writer, score func([]perk.Record) (evalResult, error)) (*evalHook, error) {
+// newEvalHook loads --eval-data; it returns nil when there is none. A
+// resumed run (first > 0) keeps eval.tsv's rows up to step first.
+func newEvalHook(o *options, mode string, first int, out io.Writer, metrics *progress, score func([]perk.Record) (evalResult, error)) (*evalHook, error) {
 	sets, err := loadEvalSets(o)
 	if err != nil || len(sets) == 0 {
 		return nil, err
 	}
-	h := &evalHook{sets: sets, mode: mode, path: filepath.Join(o.out, evalFile), out: stdout, score: score}
-	if !fresh {
+	h := &evalHook{sets: sets, mode: mode, path: filepath.Join(o.out, evalFile), out: out, metrics: metrics, score: score}
+	if first > 0 {
 		if data, err := os.ReadFile(h.path); err == nil {
 			for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-				if l != "" && l != evalHeader {
+				f := strings.Split(l, "\t")
+				if l == "" || l == evalHeader || len(f) < 2 {
+					continue
+				}
+				if step, err := strconv.Atoi(f[1]); err == nil && step <= first {
 					h.rows = append(h.rows, l)
 				}
 			}
@@ -541,26 +611,38 @@ func (h *evalHook) run(step int) error {
 	if h == nil {
 		return nil
 	}
+	h.last = h.last[:0]
 	for _, s := range h.sets {
 		t0 := time.Now()
 		r, err := h.score(s.recs)
 		if err != nil {
 			return fmt.Errorf("evaluating %s: %w", s.name, err)
 		}
-		answered := r.n - r.errors
-		loss := 0.0
-		if answered > 0 {
-			loss = r.loss / float64(answered)
+		sum := evalSummary{name: s.name, n: r.n, unanswered: r.errors, accuracy: float64(r.correct) / float64(max(r.n, 1))}
+		if answered := r.n - r.errors; answered > 0 {
+			sum.loss = r.loss / float64(answered)
 		}
-		acc := float64(r.correct) / float64(max(r.n, 1))
 		note := ""
 		if r.errors > 0 {
 			note = fmt.Sprintf(", %d unanswered (counted wrong)", r.errors)
 		}
-		fmt.Fprintf(h.out, "eval step %d %s: answer loss %.4f, exact match %.1f%% (%d/%d%s) %.1fs\n", step, s.name, loss, 100*acc,
-			r.correct, r.n, note, time.Since(t0).Seconds())
-		h.rows = append(h.rows, fmt.Sprintf("%s\t%d\t%s\t%d\t%.6f\t%.6f\t%d", h.mode, step, s.name, r.n, loss, acc, r.errors))
+		fmt.Fprintf(h.out, "eval step %d %s: answer loss %.4f, exact match %.1f%% (%d/%d%s) %.1fs\n", step, s.name, sum.loss,
+			100*sum.accuracy, r.correct, r.n, note, time.Since(t0).Seconds())
+		h.rows = append(h.rows, fmt.Sprintf("%s\t%d\t%s\t%d\t%.6f\t%.6f\t%d", h.mode, step, s.name, r.n, sum.loss, sum.accuracy, r.errors))
+		h.last = append(h.last, sum)
+		if h.metrics != nil {
+			m := metric{Kind: "eval", Step: step, Data: s.name, N: r.n, AnswerLoss: ptr(sum.loss), Accuracy: ptr(sum.accuracy),
+				Unanswered: ptr(r.errors), Seconds: ptr(time.Since(t0).Seconds())}
+			if err := h.metrics.log(m); err != nil {
+				return err
+			}
+		}
 	}
+	return h.write()
+}
+
+// write rewrites eval.tsv from the rows kept.
+func (h *evalHook) write() error {
 	if err := os.MkdirAll(filepath.Dir(h.path), 0o755); err != nil {
 		return err
 	}
