@@ -324,3 +324,21 @@ func TestBadInput(t *testing.T) {
 	_, _, err = runCLI(t, "--mode", "icr", "--model", modelDir, "--data", data, "--out", filepath.Join(file, "i"), "--steps", "1")
 	require.ErrorContains(t, err, "--out "+filepath.Join(file, "i"))
 }
+
+// TestExampleConfigs: the configs the README's worked example uses are
+// valid: every key is a flag the perk mode accepts, every value parses.
+func TestExampleConfigs(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join("..", "..", "docs", "examples", "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, paths)
+	for _, p := range paths {
+		var o options
+		fs := newFlags(&o)
+		require.NoError(t, fs.Parse([]string{"--config", p}))
+		require.NoError(t, applyConfig(fs, o.config), p)
+		require.NoError(t, checkModeFlags(fs, o.mode), p)
+		assert.Equal(t, modePERK, o.mode, p)
+		assert.Equal(t, "cuda", o.device, p)
+		assert.True(t, fs.Changed("lora-rank"), p)
+	}
+}
