@@ -20,6 +20,12 @@
 // report.json, accuracy_vs_length.png, accuracy_by_depth.png (when records
 // carry meta.depth), memory_vs_length.png and time_vs_length.png. Run with
 // --help for every flag.
+//
+// A --data line that is not a valid record stops the run with its
+// "file:line: ..." error, or with --on-bad-record skip is reported on stderr
+// and left out. The flags, the records and the --out directory (created,
+// and a probe file written and removed) are all checked before the model
+// is loaded.
 package main
 
 import (
@@ -53,9 +59,9 @@ func main() {
 
 // options holds the parsed flags.
 type options struct {
-	modelDir, checkpoint, data, mode, device, out, precision, policy string
-	maxNew, limit, innerAccum                                        int
-	seed                                                             uint64
+	modelDir, checkpoint, data, mode, device, out, precision, policy, onBad string
+	maxNew, limit, innerAccum                                               int
+	seed                                                                    uint64
 }
 
 func newFlags(o *options) *pflag.FlagSet {
@@ -69,6 +75,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.maxNew, "max-new-tokens", 128, "greedy decoding stops at EOS or after this many tokens (the paper uses 512)")
 	fs.StringVar(&o.out, "out", "", "output directory for predictions, report.md/report.json and the PNG charts (required)")
 	fs.IntVar(&o.limit, "limit", 0, "evaluate only the first N records (0: all)")
+	fs.StringVar(&o.onBad, "on-bad-record", "stop", "a --data line that is not a valid record: stop (fail with its file:line error) or skip (warn on stderr with its file:line, evaluate the rest)")
 	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
 	fs.IntVar(&o.innerAccum, "inner-accum", 1, "perk mode: split the context segments into this many gradient-accumulation groups per inner step (less memory, same result up to rounding)")
 	fs.StringVar(&o.policy, "checkpoint-policy", "none", "perk mode: activation checkpointing of test-time learning, none or blocks")
@@ -149,20 +156,31 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	bad, err := perk.ParseOnBadRecord(o.onBad)
+	if err != nil {
+		return err
+	}
+	skipped := 0
+	bad.Skipped = func(err error) {
+		skipped++
+		fmt.Fprintf(stderr, "perk-eval: warning: skipping %v\n", err)
+	}
 
-	recs, err := perk.ReadEvalRecords(o.data)
+	// Everything that does not need the model is checked before it is
+	// loaded: the records, then that --out can be written.
+	recs, err := perk.ReadEvalRecordsWith(o.data, bad)
 	if err != nil {
 		return err
 	}
 	if o.limit > 0 && o.limit < len(recs) {
 		recs = recs[:o.limit]
 	}
+	if err := checkOutDir(o.out); err != nil {
+		return err
+	}
 	ev, err := buildEvaluator(&o, dt, policy, stdout)
 	if err != nil {
 		return err
-	}
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return fmt.Errorf("--out: %w", err)
 	}
 
 	// Predict, writing each line as it comes (to a temporary file renamed
@@ -208,7 +226,41 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s: %d/%d correct (%.1f%%) in %v; predictions in %s\n", o.mode, correct, len(preds),
 		100*float64(correct)/float64(len(preds)), time.Since(start).Round(time.Millisecond), predPath)
 
-	return writeReport(o.out, gonumCharts{}, stdout)
+	if err := writeReport(o.out, gonumCharts{}, stdout); err != nil {
+		return err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "perk-eval: warning: skipped %d bad %s of %s (--on-bad-record skip)\n",
+			skipped, plural(skipped, "line", "lines"), o.data)
+	}
+	return nil
+}
+
+// plural returns one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// checkOutDir creates the output directory and checks that a file can be
+// created in it (a probe file, removed at once), so that an unusable --out
+// fails before the model is loaded and any record is evaluated.
+func checkOutDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--out %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".perk-eval-probe-*")
+	if err != nil {
+		return fmt.Errorf("--out %s: %w", dir, err)
+	}
+	_, werr := f.Write([]byte("probe\n"))
+	err = errors.Join(werr, f.Close(), os.Remove(f.Name()))
+	if err != nil {
+		return fmt.Errorf("--out %s: %w", dir, err)
+	}
+	return nil
 }
 
 // buildEvaluator loads the model, the tokenizer and the checkpoint.

@@ -120,7 +120,7 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 }
 
 var allFlags = []string{"--model", "--checkpoint", "--data", "--mode", "--device", "--max-new-tokens", "--out", "--limit",
-	"--precision", "--inner-accum", "--checkpoint-policy", "--seed"}
+	"--precision", "--inner-accum", "--checkpoint-policy", "--seed", "--on-bad-record"}
 
 func TestUsage(t *testing.T) {
 	_, stderr, err := runCLI(t)
@@ -158,6 +158,7 @@ func TestFlagErrors(t *testing.T) {
 		{append(base, "--mode", "icr", "--limit", "-1"), "--limit -1"},
 		{append(base, "--mode", "icr", "--inner-accum", "0"), "--inner-accum 0"},
 		{append(base, "--mode", "icr", "--checkpoint-policy", "all"), "unknown checkpoint policy"},
+		{append(base, "--mode", "icr", "--on-bad-record", "ignore"), `--on-bad-record "ignore"`},
 		{append(base, "--mode", "icr", "extra"), "unexpected arguments"},
 		{[]string{"--model", dir, "--data", filepath.Join(dir, "none.jsonl"), "--out", dir, "--mode", "icr"}, "none.jsonl"},
 		{append(base, "--mode", "icr"), "config.json"},
@@ -273,4 +274,145 @@ func TestEvalOnEmu(t *testing.T) {
 			assert.Equal(t, preds[0][i].Response, preds[1][i].Response, "%s %s", c.mode, preds[0][i].ID)
 		}
 	}
+}
+
+// TestFlagErrorsBeforeLoading checks that an unknown --mode or --device is
+// reported as such, naming the value and the accepted ones, before the
+// records are read, --out is created or the model is loaded.
+func TestFlagErrorsBeforeLoading(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	// Neither the model nor the data exist: a later check would name them.
+	base := []string{"--model", filepath.Join(dir, "nomodel"), "--data", filepath.Join(dir, "none.jsonl"), "--out", out}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{append(base, "--mode", "rag"), `unknown --mode "rag" (want perk or icr)`},
+		{append(base, "--mode", "icr", "--device", "tpu"), `unknown --device "tpu" (want cpu, emu or cuda)`},
+		{append(base, "--mode", "perk", "--checkpoint", dir, "--device", "gpu"), `unknown --device "gpu"`},
+	} {
+		_, _, err := runCLI(t, c.args...)
+		require.Error(t, err, "%v", c.args)
+		assert.True(t, strings.HasPrefix(err.Error(), c.want), "%v: %v", c.args, err)
+		assert.NotContains(t, err.Error(), "none.jsonl")
+		assert.NoDirExists(t, out, "--out is not created on a flag error")
+	}
+}
+
+// badRecords is records with a bad line (line 3: not JSON) and a record
+// without an answer (line 5) among the good ones.
+const badRecords = `{"id": "r0", "context": ["the cat sat", "on a mat", "x=4"], "question": "x?", "answer": "4", "meta": {"tokens": 30, "depth": 1}}
+{"id": "r1", "context": ["dog", "y=2"], "question": "y?", "answer": "2", "meta": {"tokens": 30, "depth": 0.5}}
+{"id": "broken", "context": ["z=9"
+{"id": "r2", "context": ["z=9", "a long segment of filler text"], "question": "z?", "answer": "9", "meta": {"tokens": 60, "depth": 0}}
+{"id": "r4", "context": ["v=1"], "question": "v?"}
+{"id": "r3", "context": ["w=5"], "question": "w?", "answer": "5"}
+`
+
+// TestOnBadRecord checks --on-bad-record: stop (the default) fails at the
+// first bad line with its file:line before the model is loaded; skip warns
+// about each bad line on stderr with its file:line, evaluates the rest and
+// says how many were skipped.
+func TestOnBadRecord(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "bad.jsonl")
+	require.NoError(t, os.WriteFile(data, []byte(badRecords), 0o644))
+
+	// stop: the error names the file and line 3; the model directory does
+	// not exist, so the error also shows nothing was loaded.
+	for _, extra := range [][]string{nil, {"--on-bad-record", "stop"}} {
+		out := filepath.Join(dir, "out-stop")
+		args := append([]string{"--model", filepath.Join(dir, "nomodel"), "--data", data, "--mode", "icr", "--out", out}, extra...)
+		stdout, stderr, err := runCLI(t, args...)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), data+":3: invalid record")
+		assert.NotContains(t, err.Error(), "nomodel")
+		assert.Empty(t, stdout)
+		assert.Empty(t, stderr)
+		assert.NoDirExists(t, out)
+	}
+
+	// skip: lines 3 and 5 are skipped with a warning each, the 4 good
+	// records are evaluated.
+	f := setup(t)
+	out := filepath.Join(t.TempDir(), "eval")
+	stdout, stderr, err := runCLI(t, "--model", f.modelDir, "--data", data, "--mode", "icr", "--out", out,
+		"--max-new-tokens", "2", "--on-bad-record", "skip")
+	require.NoError(t, err, stderr)
+	assert.Contains(t, stderr, "warning: skipping "+data+":3: invalid record")
+	assert.Contains(t, stderr, "warning: skipping "+data+":5: "+`record "r4" has no answer`)
+	assert.Contains(t, stderr, "skipped 2 bad lines of "+data)
+	assert.Contains(t, stdout, "[4/4] r3")
+	preds := readLines(t, filepath.Join(out, perk.PredictionsFile(perk.ModeICR)))
+	var got []string
+	for _, p := range preds {
+		got = append(got, p.ID)
+	}
+	assert.Equal(t, []string{"r0", "r1", "r2", "r3"}, got)
+
+	// skip with the good file: no warning.
+	_, stderr, err = runCLI(t, "--model", f.modelDir, "--data", f.data, "--mode", "icr", "--out", out,
+		"--max-new-tokens", "2", "--limit", "1", "--on-bad-record", "skip")
+	require.NoError(t, err)
+	assert.NotContains(t, stderr, "warning")
+
+	// skip with no good line at all is still an error.
+	allBad := filepath.Join(dir, "allbad.jsonl")
+	require.NoError(t, os.WriteFile(allBad, []byte("{\n[1, 2]\n"), 0o644))
+	_, stderr, err = runCLI(t, "--model", f.modelDir, "--data", allBad, "--mode", "icr", "--out", out, "--on-bad-record", "skip")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), allBad+": no valid records (2 bad lines skipped)")
+	assert.Contains(t, stderr, allBad+":1:")
+	assert.Contains(t, stderr, allBad+":2:")
+}
+
+// TestUnwritableOut checks that an --out that cannot be created or written
+// fails with an error naming it before the model is loaded (the model
+// directory does not exist here, so loading would fail differently), and
+// that the probe leaves nothing behind in a usable --out.
+func TestUnwritableOut(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.jsonl")
+	require.NoError(t, os.WriteFile(data, []byte(records), 0o644))
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, []byte("x"), 0o644))
+	noModel := filepath.Join(dir, "nomodel")
+	ckpt := filepath.Join(dir, "nockpt")
+
+	// A path under a regular file cannot be created (even by root), nor can
+	// a regular file be used as the directory.
+	for _, out := range []string{filepath.Join(file, "out"), file} {
+		for _, mode := range [][]string{{"--mode", "icr"}, {"--mode", "perk", "--checkpoint", ckpt}} {
+			args := append([]string{"--model", noModel, "--data", data, "--out", out}, mode...)
+			_, _, err := runCLI(t, args...)
+			require.Error(t, err, "%v", args)
+			assert.Contains(t, err.Error(), "--out "+out+": ", "%v", args)
+			assert.Contains(t, err.Error(), "not a directory", "%v", args)
+			assert.NotContains(t, err.Error(), "config.json", "%v", args)
+			assert.NotContains(t, err.Error(), "nockpt", "%v", args)
+		}
+	}
+
+	// A directory without write permission (not for root, who may write
+	// anyway).
+	if os.Geteuid() != 0 {
+		ro := filepath.Join(dir, "ro")
+		require.NoError(t, os.Mkdir(ro, 0o555))
+		t.Cleanup(func() { _ = os.Chmod(ro, 0o755) })
+		_, _, err := runCLI(t, "--model", noModel, "--data", data, "--out", ro, "--mode", "icr")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "--out "+ro+": ")
+		assert.ErrorIs(t, err, os.ErrPermission)
+	}
+
+	// A usable --out is created and the probe removed; the run then fails
+	// at loading the model.
+	out := filepath.Join(dir, "new", "out")
+	_, _, err := runCLI(t, "--model", noModel, "--data", data, "--out", out, "--mode", "icr")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "config.json")
+	entries, err := os.ReadDir(out)
+	require.NoError(t, err)
+	assert.Empty(t, entries)
 }
