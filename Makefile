@@ -50,11 +50,14 @@ cmake-check:
 	  cmp -s $$tmp/ptx/$$f.ptx kernels/ptx/$$f.ptx || { echo "cmake-check: $$f.ptx differs between CMake and make ptx"; exit 1; }; \
 	done; echo "cmake-check: CMake builds identical PTX for $(FAMILIES)"
 
+# The library and, in $(BUILD)/, the four commands.
 build:
 	$(GO) build ./...
+	$(GO) build -o $(BUILD)/ ./cmd/...
 
 build-cuda:
 	$(GO) build -tags cuda ./...
+	$(GO) build -tags cuda -o $(BUILD)/ ./cmd/...
 
 vet:
 	$(GO) vet ./...
@@ -90,7 +93,9 @@ golden:
 # cmd/bench on the emulator at tiny shapes: every suite's correctness column.
 bench-smoke:
 	$(GO) run ./cmd/bench run --device emu --suite all --shapes tiny --iters 2 >/dev/null
-	@echo "bench-smoke: cmd/bench ran every suite on the emu device"
+	@d=$$(mktemp -d); trap 'rm -rf $$d' EXIT; \
+	$(GO) run ./cmd/bench scaling --device cpu --lengths 128,256 --examples 1 --out $$d >/dev/null
+	@echo "bench-smoke: cmd/bench ran every suite on the emu device and the PERK vs ICR scaling run on the cpu"
 
 bench:
 	$(GO) test -run xxx -bench . -benchtime 200x ./runtime/... ./bench/...

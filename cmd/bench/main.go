@@ -1,9 +1,18 @@
-// Command bench profiles the runtime and the kernels and runs the runtime
-// self-check.
+// Command bench profiles the runtime and the kernels, runs the runtime
+// self-check and measures PERK against ICR end to end.
 //
 //	bench selfcheck [--device emu|cuda]
 //	bench run [--device emu|cuda] [--suite all|pool,launch,gemm,lora,xent,embed,optim,attention,norm,act,rope]
 //	          [--shapes small|gpt2|qwen] [--iters N] [--profile] [--json FILE]
+//	bench scaling [--device cpu|emu|cuda] [--lengths N,N,...] [--model DIR] [--examples N]
+//	          [--inner-steps N] [--lora-rank N] [--segment-tokens N] [--max-new-tokens N] [--seed N]
+//	          [--out DIR] [--json]
+//
+// bench scaling answers needle records at growing context lengths with
+// PERK (test-time learning, no context in the prompt) and with ICR (the
+// context in the prompt) and reports wall time and peak memory per example
+// as a table, scaling.json, scaling.md and scaling.png (see
+// `bench scaling --help`).
 //
 // The kernel suites check each kernel against a float64 host reference on the
 // data they time it on and print the largest error next to the timing; the run
@@ -53,9 +62,11 @@ func usage(fs *pflag.FlagSet) {
 		fmt.Fprintf(&b, "  %-10s %s\n", s.Name, s.Doc)
 	}
 	fmt.Fprintf(os.Stderr, `usage: bench selfcheck|run [flags]
+       bench scaling [flags]   (its flags: bench scaling --help)
 
   selfcheck  verify the runtime and every kernel family against CPU references
   run        time the benchmark suites
+  scaling    PERK vs ICR end to end: time and peak memory per example by context length
 
 suites (--suite, comma-separated, or all):
   pool       caching pool alloc+free vs the device's own
@@ -69,6 +80,9 @@ flags:
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "scaling" {
+		return runScaling(args[1:], os.Stdout, os.Stderr)
+	}
 	fs := pflag.NewFlagSet("bench", pflag.ContinueOnError)
 	device := fs.String("device", envOr("PERK_DEVICE", "emu"), "device to run on: emu or cuda")
 	suites := fs.StringSlice("suite", runtimeSuites, "benchmark suites to run, or all ("+strings.Join(allSuites(), ", ")+")")
@@ -82,12 +96,15 @@ func run(args []string) error {
 	}
 	if fs.NArg() == 0 {
 		usage(fs)
-		return fmt.Errorf("missing command: selfcheck or run")
+		return fmt.Errorf("missing command: selfcheck, run or scaling")
 	}
 	cmd := fs.Arg(0)
+	if cmd == "scaling" {
+		return fmt.Errorf("scaling takes its own flags after the command: bench scaling [flags]")
+	}
 	if cmd != "selfcheck" && cmd != "run" {
 		usage(fs)
-		return fmt.Errorf("unknown command %q (want selfcheck or run)", cmd)
+		return fmt.Errorf("unknown command %q (want selfcheck, run or scaling)", cmd)
 	}
 	names, err := expandSuites(*suites)
 	if err != nil {
