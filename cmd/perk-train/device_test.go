@@ -2,12 +2,14 @@ package main
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/safetensors"
 )
 
@@ -66,4 +68,49 @@ func TestDeviceEmu(t *testing.T) {
 		"--inner-steps", "2", "--lora-rank", "2", "--lora-alpha", "4", "--weighting-hidden", "8")
 	require.NoError(t, err)
 	assert.FileExists(t, filepath.Join(out, "checkpoint-2", "perk_state.safetensors"))
+}
+
+// TestPretrainAndICRDevices: --mode pretrain and --mode icr on the emulated
+// GPU follow the CPU backend's f32 run step for step: the same losses (to
+// f32 rounding) from the same seed, and models and adapters that perk-eval
+// and the CPU backend load.
+func TestPretrainAndICRDevices(t *testing.T) {
+	root := t.TempDir()
+	data := filepath.Join(root, "train.jsonl")
+	writeRecords(t, data, 8)
+	cfgPath := filepath.Join(root, "config.json")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 64, "vocab_size": 1}`), 0o644))
+	losses := func(dir string) []float64 {
+		var out []float64
+		for _, m := range readMetrics(t, filepath.Join(dir, metricsFile)) {
+			if m.Kind == "step" {
+				require.NotNil(t, m.Loss)
+				out = append(out, *m.Loss)
+			}
+		}
+		return out
+	}
+	run := func(device string) (pre, icr []float64) {
+		base := filepath.Join(root, device, "base")
+		_, _, err := runCLI(t, "--mode", "pretrain", "--device", device, "--init-config", cfgPath, "--tokenizer", "words:10",
+			"--data", data, "--out", base, "--steps", "5", "--outer-lr", "1e-2", "--batch-tokens", "64", "--progress", "lines")
+		require.NoError(t, err, device)
+		adapter := filepath.Join(root, device, "icr")
+		_, _, err = runCLI(t, "--mode", "icr", "--device", device, "--model", base, "--data", data, "--out", adapter, "--steps", "3",
+			"--lora-rank", "2", "--lora-alpha", "2", "--outer-lr", "1e-2", "--progress", "lines")
+		require.NoError(t, err, device)
+		assert.FileExists(t, filepath.Join(adapter, model.AdapterWeightsFile))
+		return losses(base), losses(adapter)
+	}
+	preCPU, icrCPU := run("cpu")
+	preEmu, icrEmu := run("emu")
+	require.Len(t, preEmu, 5)
+	require.Len(t, icrEmu, 3)
+	for i := range preCPU {
+		assert.InEpsilon(t, preCPU[i], preEmu[i], 1e-5, "pretrain step %d: cpu %v emu %v", i+1, preCPU[i], preEmu[i])
+	}
+	for i := range icrCPU {
+		assert.InEpsilon(t, icrCPU[i], icrEmu[i], 1e-5, "icr step %d: cpu %v emu %v", i+1, icrCPU[i], icrEmu[i])
+	}
+	t.Logf("pretrain losses cpu %v emu %v; icr cpu %v emu %v", preCPU, preEmu, icrCPU, icrEmu)
 }

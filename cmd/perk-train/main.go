@@ -32,7 +32,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/safetensors"
 	"github.com/perkgo/perk/perk"
@@ -109,7 +108,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.data, "data", "", `JSONL records {"id", "context": [...], "question", "answer", "support"?: [...]} (required)`)
 	fs.StringVar(&o.initAdapter, "init-adapter", "", "PEFT adapter directory for the LoRA initialisation (rank, alpha, rsLoRA, dropout and targets come from it)")
 	fs.StringVar(&o.initState, "init-state", "", "perk_state.safetensors with the learned inner LRs and the weighting network to start from")
-	fs.StringVar(&o.device, "device", "cpu", "device of the perk mode: cpu (pure-Go backend), emu (the CUDA kernels on the CPU emulator) or cuda (an NVIDIA GPU; binary built with -tags cuda); pretrain and icr run on cpu")
+	fs.StringVar(&o.device, "device", "cpu", "device of every mode: cpu (pure-Go backend), emu (the CUDA kernels on the CPU emulator) or cuda (an NVIDIA GPU; binary built with -tags cuda)")
 	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
 	fs.IntVar(&o.innerSteps, "inner-steps", 4, "inner (test-time learning) steps T")
 	fs.IntVar(&o.unrollStart, "unroll-start", 2, "first differentiated inner step; earlier steps are first-order (0: unroll all)")
@@ -249,17 +248,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	} else if err := checkOutDir(filepath.Dir(o.dump)); err != nil {
 		return fmt.Errorf("--dump-metagrad %s: %w", o.dump, err)
 	}
-	switch o.device {
-	case "cpu", "emu", "cuda":
-	default:
-		return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
-	}
 	dt, err := precision(o.precision)
 	if err != nil {
 		return err
-	}
-	if dt == runtime.F64 && o.device != "cpu" {
-		return fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
 	}
 	if len(o.innerBetas) != 2 || len(o.outerBetas) != 2 {
 		return fmt.Errorf("--inner-betas and --outer-betas take two values b1,b2")
@@ -282,9 +273,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.resume != "" && o.trainBase {
 		modelDir = filepath.Join(o.resume, perk.BaseDir)
 	}
-	backend, err := gpu.Open(o.device)
+	backend, err := openDevice(&o, dt)
 	if err != nil {
-		return fmt.Errorf("--device %s: %w", o.device, err)
+		return err
 	}
 	m, ds, err := loadModelAndData(&o, modelDir, backend, dt)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/perkgo/perk/nn"
-	"github.com/perkgo/perk/nn/cpu"
+	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/tokenizer"
 	"github.com/perkgo/perk/perk"
@@ -109,14 +109,22 @@ func loadModelAndData(o *options, modelDir string, backend nn.Backend, dt runtim
 	return m, &perk.Dataset{Records: recs, Encoder: enc}, nil
 }
 
-func checkDevice(d string) error {
-	switch d {
-	case "cpu":
-		return nil
-	case "emu", "cuda":
-		return fmt.Errorf("--device %s is not yet supported by the GPU backend (nn/gpu); use --device cpu", d)
+// openDevice opens --device's backend, after checking that --precision
+// suits it (the GPU backend runs f32 models).
+func openDevice(o *options, dt runtime.DType) (nn.Backend, error) {
+	switch o.device {
+	case "cpu", "emu", "cuda":
+	default:
+		return nil, fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", o.device)
 	}
-	return fmt.Errorf("unknown --device %q (want cpu, emu or cuda)", d)
+	if dt == runtime.F64 && o.device != "cpu" {
+		return nil, fmt.Errorf("--precision f64 needs --device cpu (the GPU backend runs f32 models)")
+	}
+	b, err := gpu.Open(o.device)
+	if err != nil {
+		return nil, fmt.Errorf("--device %s: %w", o.device, err)
+	}
+	return b, nil
 }
 
 func (o *options) outerConfig() (perk.OuterConfig, error) {
@@ -185,14 +193,11 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	if o.data == "" || o.out == "" || o.steps <= 0 {
 		return fmt.Errorf("--mode pretrain needs --data, --out DIR and --steps N > 0")
 	}
-	if err := checkDevice(o.device); err != nil {
+	dt, err := precision(o.precision)
+	if err != nil {
 		return err
 	}
 	if err := checkOutDir(o.out); err != nil {
-		return err
-	}
-	dt, err := precision(o.precision)
-	if err != nil {
 		return err
 	}
 	policy, err := model.ParsePolicy(o.policy)
@@ -218,6 +223,10 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	if err != nil {
 		return err
 	}
+	backend, err := openDevice(o, dt)
+	if err != nil {
+		return err
+	}
 	var m *model.Model
 	if o.initConfig != "" {
 		cfg, err := model.LoadConfig(o.initConfig)
@@ -231,10 +240,10 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("--init-config %s: %w", o.initConfig, err)
 		}
-		if m, err = model.NewRandom(cfg, cpu.New(), dt, model.RandomOptions{Seed: o.seed, Std: o.initStd}); err != nil {
+		if m, err = model.NewRandom(cfg, backend, dt, model.RandomOptions{Seed: o.seed, Std: o.initStd}); err != nil {
 			return err
 		}
-	} else if m, err = model.LoadModel(o.modelDir, cpu.New(), dt); err != nil {
+	} else if m, err = model.LoadModel(o.modelDir, backend, dt); err != nil {
 		return err
 	}
 	cfg := m.Config()
@@ -334,14 +343,11 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	if o.modelDir == "" || o.data == "" || o.out == "" || o.steps <= 0 {
 		return fmt.Errorf("--mode icr needs --model, --data, --out DIR and --steps N > 0")
 	}
-	if err := checkDevice(o.device); err != nil {
+	dt, err := precision(o.precision)
+	if err != nil {
 		return err
 	}
 	if err := checkOutDir(o.out); err != nil {
-		return err
-	}
-	dt, err := precision(o.precision)
-	if err != nil {
 		return err
 	}
 	policy, err := model.ParsePolicy(o.policy)
@@ -352,7 +358,11 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	if err != nil {
 		return err
 	}
-	m, ds, err := loadModelAndData(o, o.modelDir, cpu.New(), dt)
+	backend, err := openDevice(o, dt)
+	if err != nil {
+		return err
+	}
+	m, ds, err := loadModelAndData(o, o.modelDir, backend, dt)
 	if err != nil {
 		return err
 	}
