@@ -126,7 +126,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.IntVar(&o.weightingHidden, "weighting-hidden", perk.DefaultWeightingHidden, "hidden width H of the weighting network")
 	fs.Float64Var(&o.weightingBeta, "weighting-beta", perk.DefaultWeightingBeta, "softplus beta of the weighting network")
 	fs.StringVar(&o.hvp, "hvp", perk.HVPFiniteDifference, "second-order terms: fd (finite differences of the inner gradient) or first-order (none)")
-	fs.Float64Var(&o.fdStep, "fd-step", 0, "fd relative step h/max(1,|phi|) (0: 1e-5 in f64, 1e-4 in f32)")
+	fs.Float64Var(&o.fdStep, "fd-step", 0, "fd relative step h/max(1,|phi|) (0: 1e-5 in f64, 3e-4 in f32)")
 	fs.IntVar(&o.fdPoints, "fd-points", 0, "fd stencil points, 2 or 4 (0: 4 in f64, 2 in f32)")
 	fs.IntVar(&o.innerAccum, "inner-accum", 1, "split the context segments into this many gradient-accumulation groups per inner step")
 	fs.BoolVar(&o.supportTarget, "support-target", false, "outer target <support>...</support>\\n<output>answer</output> instead of the bare answer (an empty <support></support> for a record with no support)")
