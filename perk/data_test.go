@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/tokenizer"
 )
 
@@ -252,4 +253,24 @@ func tinyRecords(n int) []Record {
 		})
 	}
 	return out
+}
+
+func TestLoadEncoder(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer.json"), byteTokenizerJSON(t), 0o644))
+	gpt2 := model.Config{ModelType: model.GPT2, Vocab: 300, MaxPositions: 64}
+	enc, err := LoadEncoder(dir, gpt2)
+	require.NoError(t, err)
+	assert.Equal(t, 256, enc.EOS)
+	assert.Equal(t, 300, enc.Vocab)
+	assert.Equal(t, 64, enc.MaxPositions, "GPT-2's learned positions bound a sequence")
+	qwen := model.Config{ModelType: model.Qwen2, Vocab: 300, MaxPositions: 64}
+	assert.Zero(t, NewEncoder(enc.Tok, enc.EOS, qwen).MaxPositions, "RoPE positions do not")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"eos_token": "<|im_end|>"}`), 0o644))
+	_, err = LoadEncoder(dir, gpt2)
+	require.ErrorContains(t, err, `no end-of-sequence token "<|im_end|>"`)
+	_, err = LoadEncoder(t.TempDir(), gpt2)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -184,6 +184,32 @@ func (enc *Encoder) Encode(r Record, docIDs []int) (*Example, error) {
 	return ex, nil
 }
 
+// NewEncoder returns the records' encoder for a model with configuration
+// cfg: its vocabulary and, for GPT-2 (learned positions), its position
+// count as the longest sequence; tok and eos are the model's tokenizer and
+// end-of-sequence token.
+func NewEncoder(tok *tokenizer.Tokenizer, eos int, cfg model.Config) *Encoder {
+	enc := &Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab}
+	if cfg.ModelType == model.GPT2 {
+		enc.MaxPositions = cfg.MaxPositions
+	}
+	return enc
+}
+
+// LoadEncoder reads the tokenizer.json of a model directory and its
+// end-of-sequence token (EOSToken) and returns NewEncoder's encoder for cfg.
+func LoadEncoder(dir string, cfg model.Config) (*Encoder, error) {
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", dir, err)
+	}
+	eos, err := EOSToken(tok, dir)
+	if err != nil {
+		return nil, err
+	}
+	return NewEncoder(tok, eos, cfg), nil
+}
+
 // EOSToken finds the end-of-sequence token of a tokenizer: the eos_token
 // of tokenizer_config.json in dir when that file exists and names one,
 // otherwise "<|endoftext|>".

@@ -303,11 +303,7 @@ func builtinConfig(device string, positions, vocab int) model.Config {
 
 // encoder returns the records' encoder for a model configuration.
 func (s *textSource) encoder(cfg model.Config) *perk.Encoder {
-	enc := &perk.Encoder{Tok: s.tok, EOS: s.eos, Vocab: cfg.Vocab}
-	if cfg.ModelType == model.GPT2 {
-		enc.MaxPositions = cfg.MaxPositions
-	}
-	return enc
+	return perk.NewEncoder(s.tok, s.eos, cfg)
 }
 
 // longestPrompt returns the most tokens an ICR prompt of the records has

@@ -42,7 +42,6 @@ import (
 
 	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
-	"github.com/perkgo/perk/nn/tokenizer"
 	"github.com/perkgo/perk/perk"
 	"github.com/perkgo/perk/runtime"
 )
@@ -283,21 +282,11 @@ func buildEvaluator(o *options, dt runtime.DType, policy model.Policy, stdout io
 	if err != nil {
 		return nil, err
 	}
-	cfg := m.Config()
-	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
-	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", o.modelDir, err)
-	}
-	eos, err := perk.EOSToken(tok, o.modelDir)
+	enc, err := perk.LoadEncoder(o.modelDir, m.Config())
 	if err != nil {
 		return nil, err
 	}
-	maxPos := 0
-	if cfg.ModelType == model.GPT2 {
-		maxPos = cfg.MaxPositions
-	}
-	ev := &perk.Evaluator{Mode: o.mode, MaxNewTokens: o.maxNew, Seed: o.seed,
-		Encoder: &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos}}
+	ev := &perk.Evaluator{Mode: o.mode, MaxNewTokens: o.maxNew, Seed: o.seed, Encoder: enc}
 	if o.mode == perk.ModeICR {
 		ev.Model = m
 		if o.checkpoint == "" {

@@ -88,24 +88,15 @@ func loadModelAndData(o *options, modelDir string, backend nn.Backend, dt runtim
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := m.Config()
-	tok, err := tokenizer.Load(filepath.Join(o.modelDir, "tokenizer.json"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("model %s: %w", o.modelDir, err)
-	}
-	eos, err := perk.EOSToken(tok, o.modelDir)
+	enc, err := perk.LoadEncoder(o.modelDir, m.Config())
 	if err != nil {
 		return nil, nil, err
 	}
+	enc.SupportTarget = o.supportTarget
 	recs, err := perk.ReadRecordsWith(o.data, o.badRecords)
 	if err != nil {
 		return nil, nil, err
 	}
-	maxPos := 0
-	if cfg.ModelType == model.GPT2 {
-		maxPos = cfg.MaxPositions
-	}
-	enc := &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}
 	return m, &perk.Dataset{Records: recs, Encoder: enc}, nil
 }
 
@@ -257,11 +248,8 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	if !ok {
 		return fmt.Errorf("the tokenizer has no end-of-sequence token")
 	}
-	maxPos := 0
-	if cfg.ModelType == model.GPT2 {
-		maxPos = cfg.MaxPositions
-	}
-	enc := &perk.Encoder{Tok: tok, EOS: eos, Vocab: cfg.Vocab, MaxPositions: maxPos, SupportTarget: o.supportTarget}
+	enc := perk.NewEncoder(tok, eos, cfg)
+	enc.SupportTarget = o.supportTarget
 	seqs, err := perk.PretrainCorpus(enc, recs, kinds, o.seed)
 	if err != nil {
 		return err
