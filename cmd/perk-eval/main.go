@@ -40,6 +40,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/perkgo/perk/cmd/internal/outdir"
 	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/perk"
@@ -174,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.limit > 0 && o.limit < len(recs) {
 		recs = recs[:o.limit]
 	}
-	if err := checkOutDir(o.out); err != nil {
+	if err := outdir.Check("--out", o.out); err != nil {
 		return err
 	}
 	ev, err := buildEvaluator(&o, dt, policy, stdout)
@@ -241,25 +242,6 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// checkOutDir creates the output directory and checks that a file can be
-// created in it (a probe file, removed at once), so that an unusable --out
-// fails before the model is loaded and any record is evaluated.
-func checkOutDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--out %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".perk-eval-probe-*")
-	if err != nil {
-		return fmt.Errorf("--out %s: %w", dir, err)
-	}
-	_, werr := f.Write([]byte("probe\n"))
-	err = errors.Join(werr, f.Close(), os.Remove(f.Name()))
-	if err != nil {
-		return fmt.Errorf("--out %s: %w", dir, err)
-	}
-	return nil
 }
 
 // buildEvaluator loads the model, the tokenizer and the checkpoint.

@@ -172,17 +172,3 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return nil
 }
-
-// checkOutDir makes sure dir exists and is writable, before any long
-// work starts.
-func checkOutDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("--out %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".write-test-*")
-	if err != nil {
-		return fmt.Errorf("--out %s is not writable: %w", dir, err)
-	}
-	f.Close()
-	return os.Remove(f.Name())
-}

@@ -32,6 +32,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/perkgo/perk/cmd/internal/outdir"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/safetensors"
 	"github.com/perkgo/perk/perk"
@@ -236,7 +237,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
 	}
 	if o.dump == "" {
-		if err := checkOutDir(o.out); err != nil {
+		if err := outdir.Check("--out", o.out); err != nil {
 			return err
 		}
 		if o.bestMetric != bestAnswerLoss && o.bestMetric != bestAccuracy {
@@ -245,8 +246,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if o.keepLast < 0 {
 			return fmt.Errorf("--keep-last %d must be ≥ 0", o.keepLast)
 		}
-	} else if err := checkOutDir(filepath.Dir(o.dump)); err != nil {
-		return fmt.Errorf("--dump-metagrad %s: %w", o.dump, err)
+	} else if err := outdir.Check("--dump-metagrad directory", filepath.Dir(o.dump)); err != nil {
+		return err
 	}
 	dt, err := precision(o.precision)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/perkgo/perk/cmd/internal/outdir"
 	"github.com/perkgo/perk/nn"
 	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
@@ -188,7 +189,7 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	if err != nil {
 		return err
 	}
-	if err := checkOutDir(o.out); err != nil {
+	if err := outdir.Check("--out", o.out); err != nil {
 		return err
 	}
 	policy, err := model.ParsePolicy(o.policy)
@@ -335,7 +336,7 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	if err != nil {
 		return err
 	}
-	if err := checkOutDir(o.out); err != nil {
+	if err := outdir.Check("--out", o.out); err != nil {
 		return err
 	}
 	policy, err := model.ParsePolicy(o.policy)
