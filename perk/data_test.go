@@ -1,7 +1,6 @@
 package perk
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,30 +14,11 @@ import (
 	"github.com/perkgo/perk/nn/tokenizer"
 )
 
-// byteTokenizerJSON is a byte-level tokenizer.json with the 256 byte tokens
-// (id = byte value), no merges, and "<|endoftext|>" = 256.
+// byteTokenizerJSON is a byte-level tokenizer.json with the 256 byte
+// tokens (id = byte value) and "<|endoftext|>" = 256.
 func byteTokenizerJSON(t testing.TB) []byte {
 	t.Helper()
-	vocab := map[string]int{}
-	n := 0
-	for b := 0; b < 256; b++ {
-		var r rune
-		if (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
-			r = rune(b)
-		} else {
-			r = rune(256 + n)
-			n++
-		}
-		vocab[string(r)] = b
-	}
-	doc := map[string]any{
-		"added_tokens":  []any{map[string]any{"id": 256, "content": tokenizer.EndOfText, "special": true}},
-		"normalizer":    nil,
-		"pre_tokenizer": map[string]any{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
-		"decoder":       map[string]any{"type": "ByteLevel"},
-		"model":         map[string]any{"type": "BPE", "vocab": vocab, "merges": []any{}},
-	}
-	data, err := json.Marshal(doc)
+	data, err := tokenizer.BuildWordLevel(nil, 0, 0)
 	require.NoError(t, err)
 	return data
 }

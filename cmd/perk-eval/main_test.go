@@ -21,26 +21,10 @@ import (
 )
 
 // writeByteTokenizer writes a byte-level tokenizer.json: the 256 byte
-// tokens (id = byte value), no merges, "<|endoftext|>" = 256.
+// tokens (id = byte value), "<|endoftext|>" = 256.
 func writeByteTokenizer(t *testing.T, dir string) *tokenizer.Tokenizer {
 	t.Helper()
-	vocab := map[string]int{}
-	n := 0
-	for b := 0; b < 256; b++ {
-		r := rune(b)
-		if !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
-			r = rune(256 + n)
-			n++
-		}
-		vocab[string(r)] = b
-	}
-	doc := map[string]any{
-		"added_tokens":  []any{map[string]any{"id": 256, "content": tokenizer.EndOfText, "special": true}},
-		"pre_tokenizer": map[string]any{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
-		"decoder":       map[string]any{"type": "ByteLevel"},
-		"model":         map[string]any{"type": "BPE", "vocab": vocab, "merges": []any{}},
-	}
-	data, err := json.Marshal(doc)
+	data, err := tokenizer.BuildWordLevel(nil, 0, 0)
 	require.NoError(t, err)
 	path := filepath.Join(dir, "tokenizer.json")
 	require.NoError(t, os.WriteFile(path, data, 0o644))
