@@ -72,7 +72,7 @@ echo "== perk-train --mode icr: the ICR baseline adapter"
 
 echo "== perk-train: meta-training PERK"
 "$bin/perk-train" --model "$out/base" --data "$data/train.jsonl" --out "$out/perk" \
-  --steps "$steps" --inner-steps 2 --lora-rank 4 --lora-alpha 8 --inner-lr 1e-2 \
+  --steps "$steps" --inner-steps 3 --unroll-start 1 --lora-rank 4 --lora-alpha 8 --inner-lr 1e-2 \
   --outer-lr 3e-3 --weighting --log-every 25 --save-every "$steps" \
   --eval-data "$held" --eval-every $((50 * scale)) --eval-max-new-tokens 12
 

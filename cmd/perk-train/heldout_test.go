@@ -40,6 +40,8 @@ func writeBabiLong(t *testing.T, path string, n int, seed uint64, depths []float
 // learning of the context, the question answered without it) and answer
 // loss after meta-training must beat their values at the start, which is
 // the same base with the untrained LoRA initialisation and learning rates.
+// Three inner steps with the last two differentiated (second order): the
+// same run first-order (--unroll-start 3) does not learn.
 // The ICR baseline trained on the same examples is reported beside it.
 func TestHeldOutAccuracyImproves(t *testing.T) {
 	root := t.TempDir()
@@ -56,7 +58,7 @@ func TestHeldOutAccuracyImproves(t *testing.T) {
 	require.NoError(t, err)
 
 	out := filepath.Join(root, "perk")
-	stdout, _, err := runCLI(t, "--model", base, "--data", train, "--out", out, "--steps", "100", "--inner-steps", "2",
+	stdout, _, err := runCLI(t, "--model", base, "--data", train, "--out", out, "--steps", "100", "--inner-steps", "3", "--unroll-start", "1",
 		"--lora-rank", "4", "--lora-alpha", "8", "--inner-lr", "1e-2", "--outer-lr", "3e-3", "--weighting", "--log-every", "50",
 		"--eval-data", held, "--eval-max-new-tokens", "12")
 	require.NoError(t, err)
@@ -71,8 +73,11 @@ func TestHeldOutAccuracyImproves(t *testing.T) {
 	start, end := rows[1], rows[2]
 	require.Equal(t, []string{"perk", "0", "held", "16"}, start[:4])
 	require.Equal(t, []string{"perk", "100", "held", "16"}, end[:4])
-	assert.Less(t, num(end, 4), num(start, 4), "held-out answer loss")
-	assert.Greater(t, num(end, 5), num(start, 5), "held-out exact match")
+	// Not just better: clearly better, by margins well inside those
+	// measured here (loss −0.23, exact match +44 points) and on the demo's
+	// 32 records with two seeds (loss −0.19 to −0.21, +31 to +38 points).
+	assert.Less(t, num(end, 4), num(start, 4)-0.05, "held-out answer loss")
+	assert.GreaterOrEqual(t, num(end, 5), num(start, 5)+3.0/16, "held-out exact match")
 
 	// The ICR baseline, trained on the same examples and the same base,
 	// reported beside PERK (context in the prompt).
