@@ -3,8 +3,8 @@
 # with its own CUDA 13 toolkit and no network). Run from anywhere; it works in
 # the repository root. Every step has a timeout and its own log,
 # $GPU_CHECK_OUT/<step>.log; a failing step does not stop the others. The
-# whole run stays inside GPU_CHECK_BUDGET seconds (default 470, under 8
-# minutes). A summary table (step, PASS/FAIL/SKIP, seconds, note) is printed
+# whole run stays inside GPU_CHECK_BUDGET seconds (default 540, under 10
+# minutes); the last steps are skipped when the budget runs out. A summary table (step, PASS/FAIL/SKIP, seconds, note) is printed
 # last and written to $GPU_CHECK_OUT/summary.md. Exit status 1 if any step
 # failed.
 #
@@ -20,10 +20,17 @@
 #   memcheck     compute-sanitizer --tool memcheck   kernels.test -test.run Golden
 #   racecheck    compute-sanitizer --tool racecheck  kernels.test -test.run Golden
 #   bench        go test -tags cuda -run xxx -bench . -benchtime 20x ./bench/ ./runtime/... > bench.txt
+#   kernel-bench cmd/bench run --device cuda --suite all: every kernel timed next to its
+#                same-run peer (cuBLAS GEMM, copy bandwidth, naive attention) with its
+#                error against a float64 reference > kernel-bench.txt, kernel-bench.json
+#   scaling      cmd/bench scaling --device cuda: PERK vs ICR per example at 1K-16K
+#                tokens on a GPT-2-small-shaped model > scaling/ (table, JSON, plot)
+#   e2e          the tools with -tags cuda on a tiny task: perk-data, perk-train
+#                --mode pretrain, perk-train (PERK) and perk-eval, all --device cuda
 #
 # Environment:
 #   GPU_CHECK_OUT        output folder (default ./gpu-check-out)
-#   GPU_CHECK_BUDGET     total seconds for all steps (default 470)
+#   GPU_CHECK_BUDGET     total seconds for all steps (default 540)
 #   CUDA_HOME            toolkit root (default: from nvcc on PATH, else /usr/local/cuda)
 #   CUDA_COMPAT_INCLUDE  folder with a pre-13 cuda.h, e.g. a copy of Debian's
 #                        CUDA 11.8 include/cuda.h (default ./third_party/cuda-11.8-include,
@@ -37,7 +44,7 @@ ROOT=$(pwd)
 OUT=${GPU_CHECK_OUT:-./gpu-check-out}
 mkdir -p "$OUT" || { echo "gpu-check: cannot create $OUT" >&2; exit 2; }
 OUT=$(cd "$OUT" && pwd)
-BUDGET=${GPU_CHECK_BUDGET:-470}
+BUDGET=${GPU_CHECK_BUDGET:-540}
 START=$SECONDS
 SKIP_RC=200 # a step function returns this to record SKIP
 
@@ -375,6 +382,49 @@ step_bench() {
   return "$rc"
 }
 
+step_kernel_bench() {
+  local log=$1 rc
+  need_go "$log" || return 1
+  printf '+ go run -tags cuda ./cmd/bench run --device cuda --suite all --json %s > %s\n' "$OUT/kernel-bench.json" "$OUT/kernel-bench.txt" >>"$log"
+  tmo 120 go run -tags cuda ./cmd/bench run --device cuda --suite all --json "$OUT/kernel-bench.json" >"$OUT/kernel-bench.txt" 2>&1
+  rc=$?
+  cat "$OUT/kernel-bench.txt" >>"$log"
+  printf '# exit status %s\n' "$rc" >>"$log"
+  NOTE="kernel-bench.txt, kernel-bench.json"
+  return "$rc"
+}
+
+step_scaling() {
+  local log=$1
+  need_go "$log" || return 1
+  logrun "$log" 120 go run -tags cuda ./cmd/bench scaling --device cuda --lengths 1024,4096,16384 --out "$OUT/scaling"
+  local rc=$?
+  NOTE="scaling/scaling.md, .json, .png"
+  return "$rc"
+}
+
+# step_e2e runs the tools end to end on the GPU on a tiny task: every mode
+# that trains, and evaluation, with --device cuda.
+step_e2e() {
+  local log=$1 d="$OUT/e2e" rc
+  need_go "$log" || return 1
+  rm -rf "$d" && mkdir -p "$d/bin"
+  logrun "$log" 90 go build -tags cuda -o "$d/bin/" ./cmd/perk-data ./cmd/perk-train ./cmd/perk-eval || return $?
+  printf '%s\n' '{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512, "vocab_size": 1}' >"$d/config.json"
+  logrun "$log" 20 "$d/bin/perk-data" babilong --task qa1 --facts 2 --tokens 96 --segment-tokens 48 --n 64 --seed 1 -q -o "$d/train.jsonl" &&
+    logrun "$log" 20 "$d/bin/perk-data" babilong --task qa1 --facts 2 --tokens 96 --segment-tokens 48 --n 16 --seed 2 -q -o "$d/held.jsonl" &&
+    logrun "$log" 60 "$d/bin/perk-train" --mode pretrain --device cuda --init-config "$d/config.json" --tokenizer words:400 \
+      --data "$d/train.jsonl" --out "$d/base" --steps 50 --outer-lr 3e-3 --batch-tokens 512 --log-every 10 --progress lines &&
+    logrun "$log" 90 "$d/bin/perk-train" --device cuda --model "$d/base" --data "$d/train.jsonl" --out "$d/perk" --steps 10 \
+      --inner-steps 3 --unroll-start 1 --lora-rank 4 --lora-alpha 8 --inner-lr 1e-2 --outer-lr 3e-3 --log-every 2 --progress lines \
+      --eval-data "$d/held.jsonl" --eval-max-new-tokens 12 &&
+    logrun "$log" 60 "$d/bin/perk-eval" --device cuda --model "$d/base" --checkpoint "$d/perk/checkpoint-10" --data "$d/held.jsonl" \
+      --mode perk --max-new-tokens 12 --out "$d/eval"
+  rc=$?
+  NOTE=$(grep -m 1 '^perk: [0-9]' "$log" || echo "see e2e.log")
+  return "$rc"
+}
+
 # ---- run -------------------------------------------------------------------
 
 echo "gpu-check: output in $OUT, budget ${BUDGET}s, CUDA_HOME=$CUDA_HOME"
@@ -386,6 +436,9 @@ step test-binary step_test_binary
 step memcheck step_memcheck
 step racecheck step_racecheck
 step bench step_bench
+step kernel-bench step_kernel_bench
+step scaling step_scaling
+step e2e step_e2e
 
 failed=0
 {
