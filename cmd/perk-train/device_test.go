@@ -80,12 +80,17 @@ func TestPretrainAndICRDevices(t *testing.T) {
 	writeRecords(t, data, 8)
 	cfgPath := filepath.Join(root, "config.json")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(`{"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 64, "vocab_size": 1}`), 0o644))
-	losses := func(dir string) []float64 {
+	losses := func(dir, device string) []float64 {
 		var out []float64
 		for _, m := range readMetrics(t, filepath.Join(dir, metricsFile)) {
 			if m.Kind == "step" {
 				require.NotNil(t, m.Loss)
 				out = append(out, *m.Loss)
+				if device == "emu" {
+					assert.Positive(t, m.DevicePeakBytes, "the GPU pool's peak is reported")
+				} else {
+					assert.Zero(t, m.DevicePeakBytes, "no device pool on the cpu")
+				}
 			}
 		}
 		return out
@@ -100,7 +105,7 @@ func TestPretrainAndICRDevices(t *testing.T) {
 			"--lora-rank", "2", "--lora-alpha", "2", "--outer-lr", "1e-2", "--progress", "lines")
 		require.NoError(t, err, device)
 		assert.FileExists(t, filepath.Join(adapter, model.AdapterWeightsFile))
-		return losses(base), losses(adapter)
+		return losses(base, device), losses(adapter, device)
 	}
 	preCPU, icrCPU := run("cpu")
 	preEmu, icrEmu := run("emu")

@@ -425,6 +425,7 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 	if err != nil {
 		return err
 	}
+	prog.watch(tr.Engine.Model.Backend())
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr

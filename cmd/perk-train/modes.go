@@ -275,6 +275,7 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	if err != nil {
 		return err
 	}
+	prog.watch(backend)
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr
@@ -376,6 +377,7 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	prog.watch(backend)
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr

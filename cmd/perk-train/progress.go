@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/perkgo/perk/nn"
+	"github.com/perkgo/perk/runtime"
 )
 
 // metricsFile is the JSONL log of a run, written to --out.
@@ -36,7 +39,10 @@ type metric struct {
 	Tokens     int      `json:"tokens,omitempty"`
 	TokensPerS *float64 `json:"tokens_per_s,omitempty"`
 	PeakBytes  int64    `json:"peak_bytes,omitempty"`
-	Seconds    *float64 `json:"seconds,omitempty"`
+	// DevicePeakBytes is the GPU memory pool's peak since the previous
+	// step (weights included); absent on the cpu device.
+	DevicePeakBytes int64    `json:"device_peak_bytes,omitempty"`
+	Seconds         *float64 `json:"seconds,omitempty"`
 
 	Data       string   `json:"data,omitempty"`
 	N          int      `json:"n,omitempty"`
@@ -54,9 +60,17 @@ const (
 	progressLines = "lines"
 )
 
+// devicePool is the memory pool of a GPU backend (nn/gpu).
+type devicePool interface {
+	Stats() runtime.Stats
+	ResetPeak()
+}
+
 // progress reports a run. It is also the io.Writer every other message of
 // the run goes through, so that a message first clears the bar.
 type progress struct {
+	// pool, when the backend has one, gives each step's device peak.
+	pool     devicePool
 	out      io.Writer
 	bar      bool
 	every    int
@@ -149,6 +163,15 @@ func (p *progress) rewrite() error {
 	return nil
 }
 
+// watch makes the bar and metrics.jsonl report the device memory pool's
+// peak of each step, when backend is a GPU backend.
+func (p *progress) watch(backend nn.Backend) {
+	if pool, ok := backend.(devicePool); ok {
+		p.pool = pool
+		pool.ResetPeak()
+	}
+}
+
 // log appends m to metrics.jsonl.
 func (p *progress) log(m metric) error {
 	m.Mode = p.mode
@@ -177,6 +200,12 @@ func (p *progress) step(m metric, summary string) error {
 		rate = float64(p.tokens) / elapsed
 	}
 	m.Kind, m.Steps, m.TokensPerS = "step", p.total, ptr(rate)
+	mem := bytesString(m.PeakBytes)
+	if p.pool != nil {
+		m.DevicePeakBytes = p.pool.Stats().Peak
+		p.pool.ResetPeak()
+		mem = "dev " + bytesString(m.DevicePeakBytes)
+	}
 	if err := p.log(m); err != nil {
 		return err
 	}
@@ -184,7 +213,7 @@ func (p *progress) step(m metric, summary string) error {
 	if done > 0 {
 		eta = durationString(time.Duration(elapsed / float64(done) * float64(p.total-m.Step) * float64(time.Second)))
 	}
-	stats := fmt.Sprintf("%s tok/s mem %s ETA %s", countString(rate), bytesString(m.PeakBytes), eta)
+	stats := fmt.Sprintf("%s tok/s mem %s ETA %s", countString(rate), mem, eta)
 	if p.bar {
 		const width = 24
 		fill := width * m.Step / max(p.total, 1)
