@@ -436,7 +436,7 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 		return err
 	}
 	hook, err := newEvalHook(o, modePERK, tr.Step, prog, prog, func(recs []perk.Record) (evalResult, error) {
-		return evalPERK(tr.Engine, tr.Params, ds.Encoder, recs, o.evalMaxNew, o.seed)
+		return evalPERK(ctx, tr.Engine, tr.Params, ds.Encoder, recs, o.evalMaxNew, o.seed)
 	})
 	if err != nil {
 		return err
@@ -447,8 +447,27 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 		}
 		return ckpt.evaluated(hook.last[0])
 	}
+	// stop ends an interrupted run: a checkpoint of the step reached
+	// (unless it has one already, or no step was taken) and exit status 0.
+	stop := func(saved bool) error {
+		if tr.Step == 0 {
+			fmt.Fprintln(prog, "interrupted before the first step; nothing to save")
+			return nil
+		}
+		dir := filepath.Join(o.out, checkpointPrefix+strconv.Itoa(tr.Step))
+		if !saved {
+			var err error
+			if dir, err = ckpt.save(); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(prog, "interrupted at step %d of %d; continue with --resume %s\n", tr.Step, o.steps, dir)
+		return nil
+	}
 	if tr.Step == 0 {
-		if err := evaluate(); err != nil {
+		if err := evaluate(); errors.Is(err, errInterrupted) {
+			return stop(false)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -474,20 +493,19 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 			return err
 		}
 		if ctx.Err() != nil && rep.Step < o.steps {
-			dir, err := ckpt.save()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(prog, "interrupted at step %d of %d; continue with --resume %s\n", rep.Step, o.steps, dir)
-			return nil
+			return stop(false)
 		}
+		saved := false
 		if o.saveEvery > 0 && rep.Step%o.saveEvery == 0 && rep.Step < o.steps {
 			if _, err := ckpt.save(); err != nil {
 				return err
 			}
+			saved = true
 		}
 		if o.evalEvery > 0 && rep.Step%o.evalEvery == 0 && rep.Step < o.steps {
-			if err := evaluate(); err != nil {
+			if err := evaluate(); errors.Is(err, errInterrupted) {
+				return stop(saved)
+			} else if err != nil {
 				return err
 			}
 		}
@@ -495,7 +513,12 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 	if _, err := ckpt.save(); err != nil {
 		return err
 	}
-	return evaluate()
+	err = evaluate()
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintln(prog, "interrupted during the final evaluation; the final checkpoint is saved")
+		return nil
+	}
+	return err
 }
 
 func floats(v []float64) string {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -384,12 +385,15 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 		}
 	}()
 	hook, err := newEvalHook(o, modeICR, 0, prog, prog, func(recs []perk.Record) (evalResult, error) {
-		return evalICR(m, ad, ds.Encoder, recs, o.evalMaxNew)
+		return evalICR(ctx, m, ad, ds.Encoder, recs, o.evalMaxNew)
 	})
 	if err != nil {
 		return err
 	}
-	if err := hook.run(0); err != nil {
+	if err := hook.run(0); errors.Is(err, errInterrupted) {
+		fmt.Fprintln(prog, "interrupted before the first step; nothing to save")
+		return nil
+	} else if err != nil {
 		return err
 	}
 	for tr.Step < o.steps {
@@ -416,7 +420,10 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 			break
 		}
 		if o.evalEvery > 0 && rep.Step%o.evalEvery == 0 && rep.Step < o.steps {
-			if err := hook.run(rep.Step); err != nil {
+			if err := hook.run(rep.Step); errors.Is(err, errInterrupted) {
+				fmt.Fprintf(prog, "interrupted at step %d of %d; saving the adapter trained so far\n", rep.Step, o.steps)
+				break
+			} else if err != nil {
 				return err
 			}
 		}
@@ -434,10 +441,15 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 			return err
 		}
 	}
-	if ctx.Err() != nil && tr.Step < o.steps {
+	if ctx.Err() != nil {
 		return nil
 	}
-	return hook.run(tr.Step)
+	err = hook.run(tr.Step)
+	if errors.Is(err, errInterrupted) {
+		fmt.Fprintln(prog, "interrupted during the final evaluation; the adapter is saved")
+		return nil
+	}
+	return err
 }
 
 // evalSet is one held-out records file of --eval-data.
@@ -491,12 +503,19 @@ func answerLoss(m *model.Model, ad *model.Adapter, seq model.Batch, promptLen in
 	return pass.Loss(model.Targets{Labels: labels})
 }
 
+// errInterrupted ends an evaluation that an interrupt (Ctrl-C) cut short.
+var errInterrupted = errors.New("interrupted")
+
 // evalPERK learns each record's context at test time from p, then scores
-// the answer loss and the greedy answer from the adapted LoRA.
-func evalPERK(e *perk.Engine, p *perk.Params, enc *perk.Encoder, recs []perk.Record, maxNew int, seed uint64) (evalResult, error) {
+// the answer loss and the greedy answer from the adapted LoRA. A cancelled
+// ctx stops it between records with errInterrupted.
+func evalPERK(ctx context.Context, e *perk.Engine, p *perk.Params, enc *perk.Encoder, recs []perk.Record, maxNew int, seed uint64) (evalResult, error) {
 	var res evalResult
 	b := e.Model.Backend()
 	for i, r := range recs {
+		if ctx.Err() != nil {
+			return res, errInterrupted
+		}
 		res.n++
 		ex, err := enc.Encode(r, nil)
 		if err != nil {
@@ -531,10 +550,14 @@ func evalPERK(e *perk.Engine, p *perk.Params, enc *perk.Encoder, recs []perk.Rec
 }
 
 // evalICR scores the answer loss and the greedy answer with the context in
-// the prompt and the adapter ad.
-func evalICR(m *model.Model, ad *model.Adapter, enc *perk.Encoder, recs []perk.Record, maxNew int) (evalResult, error) {
+// the prompt and the adapter ad; a cancelled ctx stops it between records
+// with errInterrupted.
+func evalICR(ctx context.Context, m *model.Model, ad *model.Adapter, enc *perk.Encoder, recs []perk.Record, maxNew int) (evalResult, error) {
 	var res evalResult
 	for _, r := range recs {
+		if ctx.Err() != nil {
+			return res, errInterrupted
+		}
 		res.n++
 		x, err := enc.EncodeICR(r)
 		if err != nil { // e.g. longer than the model's positions: wrong

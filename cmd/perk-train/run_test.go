@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -340,5 +341,60 @@ func TestExampleConfigs(t *testing.T) {
 		assert.Equal(t, modePERK, o.mode, p)
 		assert.Equal(t, "cuda", o.device, p)
 		assert.True(t, fs.Changed("lora-rank"), p)
+	}
+}
+
+// cancelOn is stdout for a run that is interrupted when a line containing
+// marker is printed.
+type cancelOn struct {
+	bytes.Buffer
+	marker string
+	cancel context.CancelFunc
+}
+
+func (w *cancelOn) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.marker) {
+		w.cancel()
+	}
+	return w.Buffer.Write(p)
+}
+
+// TestInterruptDuringEvaluation: an interrupt stops a held-out evaluation
+// between records. Before the first step nothing is saved; during a
+// periodic evaluation the step reached is saved and can be resumed; during
+// the final one the final checkpoint is already there. Each exits 0.
+func TestInterruptDuringEvaluation(t *testing.T) {
+	modelDir, data := setup(t)
+	held := filepath.Join(t.TempDir(), "held2.jsonl")
+	raw, err := os.ReadFile(data)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(held, raw, 0o644))
+	args := append(trainArgs(modelDir, data), "--steps", "4", "--eval-data", data+","+held, "--eval-max-new-tokens", "2")
+	for _, c := range []struct {
+		name, marker, want string
+		extra              []string
+		saved              []string
+	}{
+		{"first", "eval step 0 train", "interrupted before the first step; nothing to save", nil, nil},
+		{"periodic", "eval step 2 train", "interrupted at step 2 of 4; continue with --resume ", []string{"--eval-every", "2"}, []string{"checkpoint-2"}},
+		{"final", "eval step 4 train", "interrupted during the final evaluation; the final checkpoint is saved", nil, []string{"checkpoint-4"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "run")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			w := &cancelOn{marker: c.marker, cancel: cancel}
+			require.NoError(t, runContext(ctx, append(append(args, c.extra...), "--out", out), w, io.Discard))
+			assert.Contains(t, w.String(), c.want)
+			assert.NotContains(t, w.String(), "eval step "+c.marker[len("eval step "):len("eval step ")+1]+" held2", "the second file is not evaluated")
+			var ckpts []string
+			entries, _ := os.ReadDir(out)
+			for _, e := range entries {
+				if strings.HasPrefix(e.Name(), checkpointPrefix) && e.Name() != bestDir {
+					ckpts = append(ckpts, e.Name())
+				}
+			}
+			assert.Equal(t, c.saved, ckpts)
+		})
 	}
 }
