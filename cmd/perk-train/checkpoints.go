@@ -52,9 +52,9 @@ type checkpointer struct {
 	best   *bestRecord
 }
 
-// newCheckpointer checks --best-metric and, in a directory that already
-// has a best.json (a resumed run), continues from its record.
-func newCheckpointer(tr *perk.Trainer, dir string, keep int, metric string, out io.Writer) (*checkpointer, error) {
+// newCheckpointer checks --best-metric and, for a resumed run in a
+// directory that already has a best.json, continues from its record.
+func newCheckpointer(tr *perk.Trainer, dir string, keep int, metric string, resumed bool, out io.Writer) (*checkpointer, error) {
 	if metric != bestAnswerLoss && metric != bestAccuracy {
 		return nil, fmt.Errorf("unknown --best-metric %q (want answer_loss or accuracy)", metric)
 	}
@@ -62,6 +62,9 @@ func newCheckpointer(tr *perk.Trainer, dir string, keep int, metric string, out 
 		return nil, fmt.Errorf("--keep-last %d must be ≥ 0", keep)
 	}
 	c := &checkpointer{tr: tr, dir: dir, keep: keep, metric: metric, out: out}
+	if !resumed {
+		return c, nil
+	}
 	data, err := os.ReadFile(filepath.Join(dir, bestFile))
 	switch {
 	case err == nil:
@@ -147,6 +150,26 @@ func (c *checkpointer) evaluated(r evalSummary) error {
 	}
 	c.best = &b
 	fmt.Fprintf(c.out, "best %s so far on %s at step %d: saved %s\n", c.metric, r.name, b.Step, dir)
+	return nil
+}
+
+// checkFreshOut refuses to start a new run in a directory that holds
+// another run's checkpoints, which pruning and checkpoint-best would
+// overwrite or remove.
+func checkFreshOut(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("--out %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), checkpointPrefix) {
+			return fmt.Errorf("--out %s already holds %s of another run: continue it with --resume %s, or choose another --out",
+				dir, e.Name(), filepath.Join(dir, e.Name()))
+		}
+	}
 	return nil
 }
 

@@ -237,6 +237,11 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
 	}
 	if o.dump == "" {
+		if o.resume == "" {
+			if err := checkFreshOut(o.out); err != nil {
+				return err
+			}
+		}
 		if err := outdir.Check("--out", o.out); err != nil {
 			return err
 		}
@@ -431,7 +436,7 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 			err = cerr
 		}
 	}()
-	ckpt, err := newCheckpointer(tr, o.out, o.keepLast, o.bestMetric, prog)
+	ckpt, err := newCheckpointer(tr, o.out, o.keepLast, o.bestMetric, o.resume != "", prog)
 	if err != nil {
 		return err
 	}

@@ -304,6 +304,11 @@ func TestBadInput(t *testing.T) {
 	assert.Contains(t, stderr, "perk-train: skipping "+mixed+":4: invalid record")
 	assert.Contains(t, stdout, "perk-train: 2 records")
 
+	used := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(used, "checkpoint-7"), 0o755))
+	_, _, err = runCLI(t, append(trainArgs(modelDir, data), "--steps", "1", "--out", used)...)
+	require.ErrorContains(t, err, "--out "+used+" already holds checkpoint-7 of another run: continue it with --resume "+filepath.Join(used, "checkpoint-7"))
+
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	for _, c := range []struct {
