@@ -411,12 +411,8 @@ func createOutput(path string, stdout io.Writer) (*output, error) {
 		return nil, fmt.Errorf("output %s is a directory", path)
 	}
 	dir := filepath.Dir(path)
-	st, err := os.Stat(dir)
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", dir, err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("output directory %s is not a directory", dir)
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

@@ -318,8 +318,8 @@ func TestErrorsBeforeWork(t *testing.T) {
 		{[]string{"babilong", "--task", "qa1", "--bogus", "-o", out}, "babilong: unknown flag: --bogus (see perk-data babilong --help)"},
 		{[]string{"needle", "--kind", "triple", "--n", huge, "-o", out}, `needle: unknown needle kind "triple"`},
 		{[]string{"students", "--query", "sort", "--n", huge, "-o", out}, `students: unknown student-records query "sort"`},
-		{[]string{"babilong", "--task", "qa1", "--n", huge, "-o", filepath.Join(dir, "missing", "o.jsonl")}, "babilong: output directory " + filepath.Join(dir, "missing") + ": stat"},
 		{[]string{"babilong", "--task", "qa1", "--n", huge, "-o", filepath.Join(file, "o.jsonl")}, "babilong: output directory " + file},
+		{[]string{"babilong", "--task", "qa1", "--n", huge, "-o", filepath.Join(file, "sub", "o.jsonl")}, "babilong: output directory " + filepath.Join(file, "sub")},
 		{[]string{"needle", "--n", huge, "-o", dir}, "needle: output " + dir + " is a directory"},
 	} {
 		start := time.Now()
@@ -348,4 +348,15 @@ func TestUnwritableDirectory(t *testing.T) {
 	_, _, err := runCLI(t, "babilong", "--task", "qa1", "--n", "1000000000", "-o", filepath.Join(dir, "o.jsonl"))
 	assert.ErrorContains(t, err, "babilong: cannot write to output directory "+dir)
 	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestOutputCreatesDirectories: -o into directories that do not exist yet
+// creates them, as the other commands do for --out.
+func TestOutputCreatesDirectories(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "data", "qa1", "train.jsonl")
+	_, _, err := runCLI(t, "babilong", "--task", "qa1", "--tokens", "256", "--n", "2", "-q", "-o", out)
+	require.NoError(t, err)
+	data, err := os.ReadFile(out)
+	require.NoError(t, err)
+	assert.Equal(t, 2, strings.Count(string(data), "\n"))
 }
