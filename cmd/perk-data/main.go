@@ -164,7 +164,7 @@ type genOptions struct {
 }
 
 func addGenFlags(fs *pflag.FlagSet, g *genOptions) {
-	fs.StringVarP(&g.out, "output", "o", "", "output JSONL file, or - for stdout (required)")
+	fs.StringVarP(&g.out, "output", "o", "", "output JSONL file (missing directories are created), or - for stdout (required)")
 	fs.IntVar(&g.n, "n", 100, "number of records to write; record i has the id {command}-{task}-{i}")
 	fs.IntVar(&g.tokens, "tokens", 8192, fmt.Sprintf("context length in tokens: the segments of a record count at most this many together (1 to %d); the count is written as meta.tokens", tasks.MaxTokens))
 	fs.Float64SliceVar(&g.depths, "depths", nil, "depths in [0,1] at which the facts the answer rests on are placed (0: start of the context, 1: end); record i uses depth i mod the list's length and writes it as meta.depth; empty: random places")
@@ -315,7 +315,7 @@ func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error 
 	var seg int
 	var quiet bool
 	fs.StringVar(&from, "from", "", `input format (required): babilong ({"context": text or [segments], "question", "answer", "support"}) or students ({"database": [rows], "questions": [...]})`)
-	fs.StringVarP(&out, "output", "o", "", "output JSONL file, or - for stdout (required)")
+	fs.StringVarP(&out, "output", "o", "", "output JSONL file (missing directories are created), or - for stdout (required)")
 	fs.IntVar(&seg, "segment-tokens", tasks.DefaultSegmentTokens, "largest segment in tokens; BabiLong text is cut at sentence boundaries, a student record longer than this is an error")
 	fs.StringVar(&tokPath, "tokenizer", "", "tokenizer.json (or .json.gz) to count tokens exactly; default: an estimate of 1 token per 4 bytes")
 	fs.StringVar(&prefix, "id-prefix", "", "id prefix of items without an id: PREFIX-ITEM (default: the input's base name)")
