@@ -174,7 +174,7 @@ func checkFreshOut(dir string) error {
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames
-// it over path.
+// it over path (mode 0644), so a reader never sees half a file.
 func writeFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -186,6 +186,10 @@ func writeFileAtomic(path string, data []byte) error {
 		return err
 	}
 	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil { // CreateTemp makes 0600
 		os.Remove(tmp.Name())
 		return err
 	}

@@ -670,5 +670,5 @@ func (h *evalHook) write() error {
 	if err := os.MkdirAll(filepath.Dir(h.path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(h.path, []byte(evalHeader+"\n"+strings.Join(h.rows, "\n")+"\n"), 0o644)
+	return writeFileAtomic(h.path, []byte(evalHeader+"\n"+strings.Join(h.rows, "\n")+"\n"))
 }
