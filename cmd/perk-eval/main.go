@@ -76,7 +76,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.out, "out", "", "output directory for predictions, report.md/report.json and the PNG charts (required)")
 	fs.IntVar(&o.limit, "limit", 0, "evaluate only the first N records (0: all)")
 	fs.StringVar(&o.onBad, "on-bad-record", "stop", "a --data line that is not a valid record: stop (fail with its file:line error) or skip (warn on stderr with its file:line, evaluate the rest)")
-	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
+	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32, or f64 on the cpu device (bf16 is not supported yet)")
 	fs.IntVar(&o.innerAccum, "inner-accum", 1, "perk mode: split the context segments into this many gradient-accumulation groups per inner step (less memory, same result up to rounding)")
 	fs.StringVar(&o.policy, "checkpoint-policy", "none", "perk mode: activation checkpointing of test-time learning, none or blocks")
 	fs.Uint64Var(&o.seed, "seed", 0, "perk mode: seed of the LoRA dropout masks of test-time learning (per record)")

@@ -110,7 +110,7 @@ func newFlags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.initAdapter, "init-adapter", "", "PEFT adapter directory for the LoRA initialisation (rank, alpha, rsLoRA, dropout and targets come from it)")
 	fs.StringVar(&o.initState, "init-state", "", "perk_state.safetensors with the learned inner LRs and the weighting network to start from")
 	fs.StringVar(&o.device, "device", "cpu", "device of every mode: cpu (pure-Go backend), emu (the CUDA kernels on the CPU emulator) or cuda (an NVIDIA GPU; binary built with -tags cuda)")
-	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32 or f64 (bf16 is not supported on cpu)")
+	fs.StringVar(&o.precision, "precision", "f32", "precision of the model and LoRA: f32, or f64 on the cpu device (bf16 is not supported yet)")
 	fs.IntVar(&o.innerSteps, "inner-steps", 4, "inner (test-time learning) steps T")
 	fs.IntVar(&o.unrollStart, "unroll-start", 2, "first differentiated inner step; earlier steps are first-order (0: unroll all)")
 	fs.StringVar(&o.innerOpt, "inner-opt", perk.OptAdamW, "inner optimiser: adamw or sgd")
@@ -166,19 +166,48 @@ func newFlags(o *options) *pflag.FlagSet {
 	return fs
 }
 
+// flagGroups orders --help: every flag belongs to exactly one group.
+var flagGroups = []struct {
+	title string
+	flags []string
+}{
+	{"run", []string{"config", "mode", "device", "precision", "seed"}},
+	{"data and model", []string{"model", "data", "on-bad-record", "support-target", "shuffle-docs", "checkpoint-policy"}},
+	{"meta-parameters to start from (perk)", []string{"init-adapter", "init-state"}},
+	{"inner loop (perk)", []string{"inner-steps", "unroll-start", "inner-opt", "inner-lr", "inner-betas", "inner-eps",
+		"inner-weight-decay", "inner-accum"}},
+	{"LoRA (perk, icr)", []string{"lora-rank", "lora-alpha", "rslora", "lora-dropout", "lora-targets"}},
+	{"token weighting (perk)", []string{"weighting", "weighting-hidden", "weighting-beta"}},
+	{"meta-gradient (perk)", []string{"hvp", "fd-step", "fd-points", "dump-metagrad"}},
+	{"outer loop", []string{"steps", "grad-accum", "outer-lr", "outer-lr-lrs", "outer-betas", "outer-eps",
+		"outer-weight-decay", "warmup", "clip", "train-base"}},
+	{"held-out evaluation (perk, icr)", []string{"eval-data", "eval-every", "eval-limit", "eval-max-new-tokens"}},
+	{"output", []string{"out", "save-every", "keep-last", "best-metric", "log-every", "progress", "resume"}},
+	{"pretrain", []string{"init-config", "init-std", "tokenizer", "corpus", "batch-tokens"}},
+}
+
 func usage(w io.Writer, fs *pflag.FlagSet) {
-	fmt.Fprintf(w, `usage: perk-train --model DIR --data FILE.jsonl (--out DIR --steps N | --dump-metagrad OUT.safetensors) [flags]
+	fmt.Fprint(w, `usage: perk-train --model DIR --data FILE.jsonl (--out DIR --steps N | --dump-metagrad OUT.safetensors) [flags]
        perk-train --mode pretrain (--init-config FILE --tokenizer SPEC | --model DIR) --data FILE.jsonl --out DIR --steps N [flags]
        perk-train --mode icr --model DIR --data FILE.jsonl --out DIR --steps N [flags]
+       perk-train --config FILE.yaml [flags]
 
 Meta-trains PERK on a frozen base model: the LoRA initialisation, per-step
 per-tensor inner learning rates and a token-weighting network. --mode
 pretrain trains a model's weights on the causal-LM loss of the records'
 text; --mode icr fine-tunes the ICR baseline's LoRA adapter. In those modes
 the outer-* flags, --warmup, --clip and --grad-accum configure the optimiser.
-
-flags:
-%s`, fs.FlagUsages())
+`)
+	for _, g := range flagGroups {
+		group := pflag.NewFlagSet(g.title, pflag.ContinueOnError)
+		group.SortFlags = false
+		for _, name := range g.flags {
+			if f := fs.Lookup(name); f != nil {
+				group.AddFlag(f)
+			}
+		}
+		fmt.Fprintf(w, "\n%s:\n%s", g.title, group.FlagUsages())
+	}
 }
 
 // run is runContext without an interrupt.

@@ -200,9 +200,18 @@ func TestUsageAndErrors(t *testing.T) {
 	_, stderr, err = runCLI(t, "--help")
 	require.Error(t, err)
 	fs := newFlags(&options{})
+	groups := map[string]int{}
+	for _, g := range flagGroups {
+		assert.Contains(t, stderr, "\n"+g.title+":\n")
+		for _, name := range g.flags {
+			groups[name]++
+			assert.NotNil(t, fs.Lookup(name), "group %q lists --%s, which is not a flag", g.title, name)
+		}
+	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		assert.Contains(t, stderr, "--"+f.Name, "help documents --%s", f.Name)
 		assert.NotEmpty(t, f.Usage, f.Name)
+		assert.Equal(t, 1, groups[f.Name], "--%s is in exactly one --help group", f.Name)
 	})
 
 	modelDir, data := setup(t)
@@ -213,7 +222,7 @@ func TestUsageAndErrors(t *testing.T) {
 	}{
 		{[]string{"--device", "tpu"}, `unknown --device "tpu"`},
 		{[]string{"--device", "emu", "--precision", "f64"}, "--precision f64 needs --device cpu"},
-		{[]string{"--precision", "bf16"}, "bf16 is not supported on the cpu device"},
+		{[]string{"--precision", "bf16"}, "bf16 is not supported yet"},
 		{[]string{"--hvp", "exact"}, "not implemented yet"},
 		{[]string{"--hvp", "nope"}, "unknown hvp mode"},
 		{[]string{"--inner-opt", "lion"}, "unknown optimiser"},

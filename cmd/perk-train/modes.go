@@ -78,7 +78,7 @@ func precision(s string) (runtime.DType, error) {
 	case "f64":
 		return runtime.F64, nil
 	case "bf16":
-		return 0, fmt.Errorf("--precision bf16 is not supported on the cpu device (use f32 or f64)")
+		return 0, fmt.Errorf("--precision bf16 is not supported yet: models run in f32 (or f64 on cpu)")
 	}
 	return 0, fmt.Errorf("unknown --precision %q (want f32, f64 or bf16)", s)
 }
