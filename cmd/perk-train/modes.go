@@ -428,14 +428,11 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 			}
 		}
 	}
-	// Saving replaces --out atomically: write the logs back into it.
-	if err := tr.Save(o.out); err != nil {
+	// Saving replaces --out atomically: the logs are written back into it.
+	if err := prog.preserve(func() error { return tr.Save(o.out) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(prog, "saved %s\n", o.out)
-	if err := prog.rewrite(); err != nil {
-		return err
-	}
 	if hook != nil {
 		if err := hook.write(); err != nil {
 			return err

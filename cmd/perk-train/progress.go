@@ -77,7 +77,6 @@ type progress struct {
 	total    int
 	mode     string
 	path     string
-	rows     []string
 	file     *os.File
 	start    time.Time
 	first    int // step the run (or its resumption) started at
@@ -110,43 +109,42 @@ func newProgress(out io.Writer, style string, every int, mode, dir string, first
 	default:
 		return nil, fmt.Errorf("unknown --progress %q (want auto, bar or lines)", style)
 	}
+	var keep []byte
 	if first > 0 {
-		if err := p.keepRows(first); err != nil {
+		var err error
+		if keep, err = p.rowsUpTo(first); err != nil {
 			return nil, err
 		}
 	}
-	return p, p.rewrite()
+	return p, p.open(keep)
 }
 
-// keepRows reads the rows of an earlier run's metrics.jsonl with step ≤ last.
-func (p *progress) keepRows(last int) error {
+// rowsUpTo returns the lines of an earlier run's metrics.jsonl whose step
+// is at most last.
+func (p *progress) rowsUpTo(last int) ([]byte, error) {
 	f, err := os.Open(p.path)
 	if os.IsNotExist(err) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	defer f.Close()
+	var keep []byte
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 1<<16), 1<<20)
 	for sc.Scan() {
 		var m metric
 		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Step <= last {
-			p.rows = append(p.rows, sc.Text())
+			keep = append(append(keep, sc.Bytes()...), '\n')
 		}
 	}
-	return sc.Err()
+	return keep, sc.Err()
 }
 
-// rewrite writes every row kept so far to a new metrics.jsonl and leaves
-// it open for appending; it also restores the file after something (an
-// adapter or model save) replaced the whole output directory.
-func (p *progress) rewrite() error {
-	if p.file != nil {
-		_ = p.file.Close()
-		p.file = nil
-	}
+// open writes content to a new metrics.jsonl and leaves it open for
+// appending.
+func (p *progress) open(content []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -155,12 +153,27 @@ func (p *progress) rewrite() error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	p.file = f
-	for _, r := range p.rows {
-		if _, err := fmt.Fprintln(f, r); err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
+	if _, err := f.Write(content); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
+}
+
+// preserve runs replace, which may replace the whole output directory (an
+// adapter save), and puts metrics.jsonl back as it was, open for appending.
+func (p *progress) preserve(replace func() error) error {
+	if err := p.file.Close(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	p.file = nil
+	content, err := os.ReadFile(p.path)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := replace(); err != nil {
+		return err
+	}
+	return p.open(content)
 }
 
 // watch makes the bar and metrics.jsonl report the device memory pool's
@@ -178,10 +191,6 @@ func (p *progress) log(m metric) error {
 	data, err := json.Marshal(m)
 	if err != nil {
 		return err
-	}
-	p.rows = append(p.rows, string(data))
-	if p.file == nil {
-		return nil
 	}
 	if _, err := fmt.Fprintln(p.file, string(data)); err != nil {
 		return fmt.Errorf("metrics: %w", err)
