@@ -455,11 +455,10 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 	}
 	fmt.Fprintf(stdout, "perk-train: %d records, %d inner steps (%s, unroll from %d, hvp %s), %d outer steps of %d examples\n",
 		len(ds.Records), tr.Engine.Inner.Steps, tr.Engine.Inner.Optimizer, tr.Engine.Inner.UnrollStart, o.hvp, o.steps, tr.Outer.Accum)
-	prog, err := newProgress(stdout, o.progress, o.logEvery, modePERK, o.out, tr.Step, o.steps)
+	prog, err := newProgress(stdout, o, modePERK, tr.Step, tr.Engine.Model.Backend())
 	if err != nil {
 		return err
 	}
-	prog.watch(tr.Engine.Model.Backend())
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr

@@ -272,11 +272,10 @@ func runPretrain(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.W
 	nparams := m.Params().NumElements()
 	fmt.Fprintf(stdout, "perk-train pretrain: %s d=%d layers=%d heads=%d vocab=%d (%d parameters); corpus %s: %d sequences, %d tokens; %d steps of ≤%d tokens\n",
 		cfg.ModelType, cfg.Hidden, cfg.Layers, cfg.Heads, cfg.Vocab, nparams, strings.Join(kinds, ","), len(seqs), ntok, o.steps, o.batchTokens)
-	prog, err := newProgress(stdout, o.progress, o.logEvery, modePretrain, o.out, 0, o.steps)
+	prog, err := newProgress(stdout, o, modePretrain, 0, backend)
 	if err != nil {
 		return err
 	}
-	prog.watch(backend)
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr
@@ -374,11 +373,10 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	tr.Policy = policy
 	fmt.Fprintf(stdout, "perk-train icr: %d records, LoRA r=%d on %s, %d steps of %d examples\n",
 		len(ds.Records), lc.R, strings.Join(targets, ","), o.steps, oc.Accum)
-	prog, err := newProgress(stdout, o.progress, o.logEvery, modeICR, o.out, 0, o.steps)
+	prog, err := newProgress(stdout, o, modeICR, 0, backend)
 	if err != nil {
 		return err
 	}
-	prog.watch(backend)
 	defer func() {
 		if cerr := prog.close(); err == nil {
 			err = cerr

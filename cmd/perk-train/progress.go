@@ -94,13 +94,18 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// newProgress starts reporting a run of mode at step first of total to
-// out, logging metrics to dir/metrics.jsonl. A fresh run (first 0) starts
-// the file anew; a resumed one keeps the lines of steps up to first.
-func newProgress(out io.Writer, style string, every int, mode, dir string, first, total int) (*progress, error) {
-	p := &progress{out: out, every: every, total: total, mode: mode, start: time.Now(), first: first,
-		path: filepath.Join(dir, metricsFile)}
-	switch style {
+// newProgress starts reporting a run of mode on backend, from step first
+// to --steps, to out (--progress, --log-every), logging metrics to
+// --out/metrics.jsonl. A fresh run (first 0) starts the file anew; a
+// resumed one keeps the lines of steps up to first.
+func newProgress(out io.Writer, o *options, mode string, first int, backend nn.Backend) (*progress, error) {
+	p := &progress{out: out, every: o.logEvery, total: o.steps, mode: mode, start: time.Now(), first: first,
+		path: filepath.Join(o.out, metricsFile)}
+	if pool, ok := backend.(devicePool); ok {
+		p.pool = pool
+		pool.ResetPeak()
+	}
+	switch style := o.progress; style {
 	case progressAuto:
 		p.bar = isTerminal(out)
 	case progressBar:
@@ -174,15 +179,6 @@ func (p *progress) preserve(replace func() error) error {
 		return err
 	}
 	return p.open(content)
-}
-
-// watch makes the bar and metrics.jsonl report the device memory pool's
-// peak of each step, when backend is a GPU backend.
-func (p *progress) watch(backend nn.Backend) {
-	if pool, ok := backend.(devicePool); ok {
-		p.pool = pool
-		pool.ResetPeak()
-	}
 }
 
 // log appends m to metrics.jsonl.
