@@ -311,7 +311,7 @@ func studentsFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error
 }
 
 func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error {
-	var from, out, tokPath, prefix string
+	var from, out, tokPath, prefix, onBad string
 	var seg int
 	var quiet bool
 	fs.StringVar(&from, "from", "", `input format (required): babilong ({"context": text or [segments], "question", "answer", "support"}) or students ({"database": [rows], "questions": [...]})`)
@@ -319,6 +319,7 @@ func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error 
 	fs.IntVar(&seg, "segment-tokens", tasks.DefaultSegmentTokens, "largest segment in tokens; BabiLong text is cut at sentence boundaries, a student record longer than this is an error")
 	fs.StringVar(&tokPath, "tokenizer", "", "tokenizer.json (or .json.gz) to count tokens exactly; default: an estimate of 1 token per 4 bytes")
 	fs.StringVar(&prefix, "id-prefix", "", "id prefix of items without an id: PREFIX-ITEM (default: the input's base name)")
+	fs.StringVar(&onBad, "on-bad-record", "stop", "an input item that is valid JSON but not a valid item (no answer, say): stop with its file:line error, or skip it with a warning on stderr (invalid JSON always stops)")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print no summary on stderr")
 	return func(args []string, stdout, stderr io.Writer) error {
 		var conv func(string, tasks.ConvertOptions) ([]perk.Record, error)
@@ -341,6 +342,15 @@ func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error 
 		if seg < 1 {
 			return fmt.Errorf("--segment-tokens %d: must be at least 1", seg)
 		}
+		bad, err := perk.ParseOnBadRecord(onBad)
+		if err != nil {
+			return err
+		}
+		skipped := 0
+		bad.Skipped = func(err error) {
+			skipped++
+			fmt.Fprintf(stderr, "perk-data: skipping %v\n", err)
+		}
 		c, err := loadCounter(tokPath)
 		if err != nil {
 			return err
@@ -352,7 +362,7 @@ func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error 
 		if err != nil {
 			return err
 		}
-		recs, err := conv(args[0], tasks.ConvertOptions{SegmentTokens: seg, Counter: c, IDPrefix: prefix})
+		recs, err := conv(args[0], tasks.ConvertOptions{SegmentTokens: seg, Counter: c, IDPrefix: prefix, OnBad: bad})
 		if err == nil {
 			err = tasks.WriteRecords(o.w, recs)
 		}
@@ -364,7 +374,11 @@ func convertFlags(fs *pflag.FlagSet) func([]string, io.Writer, io.Writer) error 
 			return err
 		}
 		if !quiet {
-			fmt.Fprintf(stderr, "perk-data: converted %s: %d records written to %s\n", args[0], len(recs), o.name())
+			note := ""
+			if skipped > 0 {
+				note = fmt.Sprintf(" (%d bad items skipped)", skipped)
+			}
+			fmt.Fprintf(stderr, "perk-data: converted %s: %d records written to %s%s\n", args[0], len(recs), o.name(), note)
 		}
 		return nil
 	}

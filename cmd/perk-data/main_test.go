@@ -360,3 +360,47 @@ func TestOutputCreatesDirectories(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(data), "\n"))
 }
+
+// TestConvertOnBadRecord: an item that is valid JSON but not a valid item
+// stops the conversion with file:line, or with --on-bad-record skip is
+// reported and left out; a students item with one bad question is left out
+// whole.
+func TestConvertOnBadRecord(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "mixed.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"context": "Mary went to the garden.", "question": "Where is Mary?", "answer": "garden"}
+{"context": "John went to the hall.", "question": "Where is John?"}
+{"context": "Sandra went to the office.", "question": "Where is Sandra?", "answer": "office"}
+`), 0o644))
+	out := filepath.Join(dir, "out.jsonl")
+	_, _, err := runCLI(t, "convert", "--from", "babilong", in, "-o", out)
+	require.ErrorContains(t, err, in+`:2: item 1: record "mixed-1": no "answer"`)
+
+	_, stderr, err := runCLI(t, "convert", "--from", "babilong", "--on-bad-record", "skip", in, "-o", out)
+	require.NoError(t, err)
+	assert.Contains(t, stderr, "perk-data: skipping "+in+`:2: item 1: record "mixed-1": no "answer"`)
+	assert.Contains(t, stderr, "2 records written to "+out+" (1 bad items skipped)")
+	recs, err := perk.ReadRecords(out)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	assert.Equal(t, []string{"mixed-0", "mixed-2"}, []string{recs[0].ID, recs[1].ID})
+
+	students := filepath.Join(dir, "students.jsonl")
+	row := `{"Student Id": "1", "Student Name": "A", "Year": "2", "School": "S", "Major": "M", "Grade": "70"}`
+	require.NoError(t, os.WriteFile(students, []byte(`{"database": [`+row+`], "questions": [{"question": "q1", "answer": "a"}, {"question": "q2"}]}
+{"database": [`+row+`], "questions": [{"question": "q3", "answer": "b"}]}
+`), 0o644))
+	_, _, err = runCLI(t, "convert", "--from", "students", "--on-bad-record", "skip", students, "-o", out, "-q")
+	require.NoError(t, err)
+	recs, err = perk.ReadRecords(out)
+	require.NoError(t, err)
+	require.Len(t, recs, 1, "the first item is left out whole")
+	assert.Equal(t, "q3", recs[0].Question)
+
+	_, _, err = runCLI(t, "convert", "--from", "babilong", "--on-bad-record", "drop", in, "-o", out)
+	require.ErrorContains(t, err, `--on-bad-record "drop": want stop or skip`)
+	allBad := filepath.Join(dir, "allbad.jsonl")
+	require.NoError(t, os.WriteFile(allBad, []byte(`{"question": "q"}`+"\n"), 0o644))
+	_, _, err = runCLI(t, "convert", "--from", "babilong", "--on-bad-record", "skip", allBad, "-o", out, "-q")
+	require.ErrorContains(t, err, "no valid items (1 skipped)")
+}

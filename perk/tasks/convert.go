@@ -25,6 +25,11 @@ type ConvertOptions struct {
 	// ("record" when empty; ReadBabiLong and ReadStudents use the file's
 	// base name without its extension).
 	IDPrefix string
+	// OnBad says what to do with an item that is valid JSON but not a
+	// valid item (a missing answer, say): stop with its error (the
+	// default), or skip it, passing the error to OnBad.Skipped. Invalid
+	// JSON always stops: the items after it cannot be found reliably.
+	OnBad perk.OnBadRecord
 }
 
 func (o *ConvertOptions) normalize() error {
@@ -100,7 +105,7 @@ func ConvertBabiLong(name string, r io.Reader, o ConvertOptions) ([]perk.Record,
 		return nil, err
 	}
 	var out []perk.Record
-	err := eachItem(name, r, func(item int, raw json.RawMessage) error {
+	err := eachItem(name, r, o.OnBad, func(item int, raw json.RawMessage) error {
 		var j babiLongJSON
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("not a BabiLong object: %w", err)
@@ -186,7 +191,7 @@ func ConvertStudents(name string, r io.Reader, o ConvertOptions) ([]perk.Record,
 		return nil, err
 	}
 	var out []perk.Record
-	err := eachItem(name, r, func(item int, raw json.RawMessage) error {
+	err := eachItem(name, r, o.OnBad, func(item int, raw json.RawMessage) error {
 		var j studentsJSON
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("not a student-records object: %w", err)
@@ -224,7 +229,7 @@ func ConvertStudents(name string, r io.Reader, o ConvertOptions) ([]perk.Record,
 		} else {
 			list = []json.RawMessage{qs}
 		}
-		n := 0
+		var recs []perk.Record // the item's, kept only when all are good
 		for k, qRaw := range list {
 			var placeholder string
 			if json.Unmarshal(qRaw, &placeholder) == nil && placeholder == "..." {
@@ -251,12 +256,12 @@ func ConvertStudents(name string, r io.Reader, o ConvertOptions) ([]perk.Record,
 			if err := rec.Validate(); err != nil {
 				return err
 			}
-			out = append(out, rec)
-			n++
+			recs = append(recs, rec)
 		}
-		if n == 0 {
+		if len(recs) == 0 {
 			return fmt.Errorf("%q: no questions", id)
 		}
+		out = append(out, recs...)
 		return nil
 	})
 	if err != nil {
@@ -284,17 +289,26 @@ func parseStudent(raw json.RawMessage) (Student, error) {
 
 // eachItem calls fn for every JSON object of the input: a single object,
 // the elements of a top-level array, or a sequence of values (JSONL).
-// Errors are prefixed "name:line: item k: ".
-func eachItem(name string, r io.Reader, fn func(item int, raw json.RawMessage) error) error {
+// Errors are prefixed "name:line: item k: "; an item fn rejects stops the
+// reading, or with bad.Skip is reported to bad.Skipped and left out.
+func eachItem(name string, r io.Reader, bad perk.OnBadRecord, fn func(item int, raw json.RawMessage) error) error {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	item := 0
+	item, skipped := 0, 0
 	handle := func(off int64, raw json.RawMessage) error {
-		if err := fn(item, raw); err != nil {
-			return fmt.Errorf("%s:%d: item %d: %w", name, lineAt(data, off), item, err)
+		err := fn(item, raw)
+		if err != nil {
+			err = fmt.Errorf("%s:%d: item %d: %w", name, lineAt(data, off), item, err)
+			if !bad.Skip {
+				return err
+			}
+			skipped++
+			if bad.Skipped != nil {
+				bad.Skipped(err)
+			}
 		}
 		item++
 		return nil
@@ -330,8 +344,11 @@ func eachItem(name string, r io.Reader, fn func(item int, raw json.RawMessage) e
 			return err
 		}
 	}
-	if item == 0 {
+	switch {
+	case item == 0:
 		return fmt.Errorf("%s: no items", name)
+	case skipped == item:
+		return fmt.Errorf("%s: no valid items (%d skipped)", name, skipped)
 	}
 	return nil
 }
