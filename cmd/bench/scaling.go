@@ -52,10 +52,10 @@ const (
 
 // scalingOptions holds the flags of `bench scaling`.
 type scalingOptions struct {
-	device, lengths, modelDir, out                           string
-	examples, innerSteps, loraRank, segmentTokens, maxNewTok int
-	seed                                                     uint64
-	json                                                     bool
+	device, lengths, modelDir, out, policy                                  string
+	examples, innerSteps, loraRank, segmentTokens, maxNewTok, groupSegments int
+	seed                                                                    uint64
+	json                                                                    bool
 }
 
 func newScalingFlags(o *scalingOptions) *pflag.FlagSet {
@@ -68,6 +68,8 @@ func newScalingFlags(o *scalingOptions) *pflag.FlagSet {
 	fs.IntVar(&o.innerSteps, "inner-steps", perk.DefaultInnerConfig().Steps, "PERK inner (test-time learning) steps")
 	fs.IntVar(&o.loraRank, "lora-rank", 16, "LoRA rank of PERK's adapter and of ICR's")
 	fs.IntVar(&o.segmentTokens, "segment-tokens", tasks.DefaultSegmentTokens, "most tokens per context segment")
+	fs.IntVar(&o.groupSegments, "group-segments", 0, "PERK: learn at most `G` segments at a time, accumulating the gradient of each inner step over groups (perk-train's --inner-accum; less memory, same result up to rounding); 0: all segments at once")
+	fs.StringVar(&o.policy, "checkpoint-policy", "none", "PERK: activation checkpointing of test-time learning, none or blocks")
 	fs.IntVar(&o.maxNewTok, "max-new-tokens", 16, "tokens decoded per answer, in both modes (no early stop at EOS, so both decode the same number)")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the records, the random model and the LoRA initialisation")
 	fs.StringVar(&o.out, "out", "", "output `DIR` for scaling.json, scaling.md and scaling.png (created; default: no files)")
@@ -158,6 +160,12 @@ func parseScaling(args []string, stderr io.Writer) (o scalingOptions, lengths []
 		if f.v < 1 {
 			return o, nil, false, fmt.Errorf("--%s %d must be at least 1", f.name, f.v)
 		}
+	}
+	if o.groupSegments < 0 {
+		return o, nil, false, fmt.Errorf("--group-segments %d must be ≥ 0", o.groupSegments)
+	}
+	if _, err := model.ParsePolicy(o.policy); err != nil {
+		return o, nil, false, err
 	}
 	lengths = defaultLengths(o.device)
 	if fs.Changed("lengths") {
@@ -370,6 +378,7 @@ type scalingRunner struct {
 	gen   perk.GenerateConfig
 	pool  poolStats // nil on the CPU backend
 	warm  map[string]bool
+	group int // --group-segments
 }
 
 func newScalingRunner(o *scalingOptions, m *model.Model, src *textSource) (*scalingRunner, error) {
@@ -385,16 +394,21 @@ func newScalingRunner(o *scalingOptions, m *model.Model, src *textSource) (*scal
 	}
 	inner := perk.DefaultInnerConfig()
 	inner.Steps = o.innerSteps
+	policy, err := model.ParsePolicy(o.policy)
+	if err != nil {
+		return nil, err
+	}
 	enc := src.encoder(cfg)
 	r := &scalingRunner{
 		evals: map[string]*perk.Evaluator{
-			perk.ModePERK: {Mode: perk.ModePERK, Encoder: enc, Engine: &perk.Engine{Model: m, Inner: inner}, Params: params,
+			perk.ModePERK: {Mode: perk.ModePERK, Encoder: enc, Engine: &perk.Engine{Model: m, Inner: inner, Policy: policy}, Params: params,
 				MaxNewTokens: o.maxNewTok, Seed: o.seed},
 			perk.ModeICR: {Mode: perk.ModeICR, Encoder: enc, Model: m, Adapter: icrAdapter, MaxNewTokens: o.maxNewTok},
 		},
 		// EOS -1: decode exactly MaxNewTokens in both modes.
-		gen:  perk.GenerateConfig{MaxNewTokens: o.maxNewTok, EOS: -1},
-		warm: map[string]bool{},
+		gen:   perk.GenerateConfig{MaxNewTokens: o.maxNewTok, EOS: -1},
+		warm:  map[string]bool{},
+		group: o.groupSegments,
 	}
 	for _, ev := range r.evals {
 		if err := ev.Validate(); err != nil {
@@ -412,6 +426,9 @@ func newScalingRunner(o *scalingOptions, m *model.Model, src *textSource) (*scal
 func (r *scalingRunner) answer(mode string, rec perk.Record, i int) (*perk.Answer, error) {
 	ev := r.evals[mode]
 	if mode == perk.ModePERK {
+		if r.group > 0 { // groups of at most r.group segments
+			ev.Engine.Inner.Accum = (len(rec.Context) + r.group - 1) / r.group
+		}
 		return ev.Engine.Answer(ev.Params, ev.Encoder, rec, r.gen, ev.Seed+uint64(i))
 	}
 	return perk.ICRAnswer(ev.Model, ev.Adapter, ev.Encoder, rec, r.gen)
@@ -553,10 +570,14 @@ type scalingReport struct {
 	Model string `json:"model"`
 	Task  string `json:"task"`
 	// The run's settings.
-	Examples      int    `json:"examples_per_length"`
-	InnerSteps    int    `json:"inner_steps"`
-	LoRARank      int    `json:"lora_rank"`
-	SegmentTokens int    `json:"segment_tokens"`
+	Examples      int `json:"examples_per_length"`
+	InnerSteps    int `json:"inner_steps"`
+	LoRARank      int `json:"lora_rank"`
+	SegmentTokens int `json:"segment_tokens"`
+	// GroupSegments is --group-segments (0: all at once); Policy is
+	// PERK's activation checkpointing.
+	GroupSegments int    `json:"group_segments"`
+	Policy        string `json:"checkpoint_policy"`
 	DecodeTokens  int    `json:"decode_tokens"`
 	Seed          uint64 `json:"seed"`
 	// Date is when the run ended (UTC, RFC 3339).
@@ -572,7 +593,7 @@ func newScalingReport(o *scalingOptions, b nn.Backend, desc string, lengths []in
 	rep := &scalingReport{Device: b.Name(), Kind: o.device, Model: desc,
 		Task:     "single needle-in-a-haystack records (perk/tasks), context lengths counted with the model's tokenizer",
 		Examples: o.examples, InnerSteps: o.innerSteps, LoRARank: o.loraRank, SegmentTokens: o.segmentTokens,
-		DecodeTokens: o.maxNewTok, Seed: o.seed, Date: time.Now().UTC().Format(time.RFC3339), Lengths: lengths, Results: results}
+		GroupSegments: o.groupSegments, Policy: o.policy, DecodeTokens: o.maxNewTok, Seed: o.seed, Date: time.Now().UTC().Format(time.RFC3339), Lengths: lengths, Results: results}
 	rep.Notes = []string{
 		"Times are wall-clock per example: PERK's test-time learning (inner steps over the context segments) plus decoding without the context; ICR's prefill of the whole context plus decoding. Both decode exactly the same number of tokens. One untimed warm-up answer per mode precedes the first length.",
 		"Tracked peak is what perk.Evaluator reports (perk.Answer.PeakBytes): activations, optimiser state, per-token weights, the key/value cache and the adapted LoRA, counted by the model code; model weights and meta-parameters are excluded.",
@@ -680,8 +701,12 @@ func (rep *scalingReport) markdown() string {
 	var sb strings.Builder
 	sb.WriteString("# End-to-end scaling: PERK vs ICR\n\n")
 	fmt.Fprintf(&sb, "- device: %s\n- model: %s\n- task: %s, %d per length\n", rep.Device, rep.Model, rep.Task, rep.Examples)
-	fmt.Fprintf(&sb, "- PERK: %d inner steps (AdamW), LoRA rank %d on every linear layer, token weighting, segments of at most %d tokens\n",
-		rep.InnerSteps, rep.LoRARank, rep.SegmentTokens)
+	groups := "all segments at once"
+	if rep.GroupSegments > 0 {
+		groups = fmt.Sprintf("at most %d segments at a time (gradient accumulation)", rep.GroupSegments)
+	}
+	fmt.Fprintf(&sb, "- PERK: %d inner steps (AdamW), LoRA rank %d on every linear layer, token weighting, segments of at most %d tokens, %s, activation checkpointing %s\n",
+		rep.InnerSteps, rep.LoRARank, rep.SegmentTokens, groups, rep.Policy)
 	fmt.Fprintf(&sb, "- ICR: LoRA rank %d, the whole context in the prompt\n- both: %d decoded tokens per answer; seed %d\n\n",
 		rep.LoRARank, rep.DecodeTokens, rep.Seed)
 	sb.WriteString(rep.table())
