@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -546,12 +547,36 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 	if _, err := ckpt.save(); err != nil {
 		return err
 	}
+	fmt.Fprintln(prog, learnedLRSummary(tr.Params.LRs))
 	err = evaluate()
 	if errors.Is(err, errInterrupted) {
 		fmt.Fprintln(prog, "interrupted during the final evaluation; the final checkpoint is saved")
 		return nil
 	}
 	return err
+}
+
+// learnedLRSummary describes the learned inner learning rates: per inner
+// step, their geometric mean over the LoRA tensors and their range.
+func learnedLRSummary(l *perk.LearnedLRs) string {
+	var sb strings.Builder
+	sb.WriteString("learned inner learning rates (per step: geometric mean over tensors, min–max):")
+	for t := 0; t < l.Steps(); t++ {
+		lo, hi, logSum, n := math.Inf(1), math.Inf(-1), 0.0, 0
+		for _, v := range l.At(t) {
+			lo, hi = min(lo, v), max(hi, v)
+			if v > 0 {
+				logSum += math.Log(v)
+				n++
+			}
+		}
+		mean := "n/a"
+		if n > 0 {
+			mean = strconv.FormatFloat(math.Exp(logSum/float64(n)), 'g', 3, 64)
+		}
+		fmt.Fprintf(&sb, " step %d %s (%.3g–%.3g);", t+1, mean, lo, hi)
+	}
+	return strings.TrimSuffix(sb.String(), ";")
 }
 
 func floats(v []float64) string {
