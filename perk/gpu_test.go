@@ -61,3 +61,33 @@ func TestMetaGradientOnEmu(t *testing.T) {
 		})
 	}
 }
+
+// TestTrainStepReleasesOnEmu: a training step frees every meta-gradient it
+// computed, so on the GPU backend the memory in use after a step does not
+// grow from step to step (it once grew by the LoRA gradient's size, per
+// example, every step).
+func TestTrainStepReleasesOnEmu(t *testing.T) {
+	mc := tinyModel(t, runtime.F32)
+	ex := tinyExample(newRNG(3), mc.Config().Vocab, []int{7, 9, 6}, []int{2, 3, 1}, 10, 6)
+	pc := tinyParams(t, mc, 2, OptAdamW, true, 11)
+	dir := t.TempDir()
+	require.NoError(t, model.SaveModel(filepath.Join(dir, "model"), mc, model.SaveOptions{DType: runtime.F32}))
+	require.NoError(t, SaveParams(filepath.Join(dir, "params"), pc, mc.Backend()))
+	be, err := gpu.Open("emu")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = be.(io.Closer).Close() })
+	mg, err := model.LoadModel(filepath.Join(dir, "model"), be, runtime.F32)
+	require.NoError(t, err)
+	pg, err := LoadParams(mg, filepath.Join(dir, "params"), filepath.Join(dir, "params", StateFile))
+	require.NoError(t, err)
+	tr, err := NewTrainer(tinyEngine(mg, OptAdamW, 2, 0), pg, OuterConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, Steps: 10, Accum: 2}, 1)
+	require.NoError(t, err)
+	pool := be.(interface{ Stats() runtime.Stats })
+	var inUse []int64
+	for i := 0; i < 3; i++ {
+		_, err := tr.TrainStep([]*Example{ex, ex})
+		require.NoError(t, err)
+		inUse = append(inUse, pool.Stats().InUse)
+	}
+	require.Equal(t, []int64{inUse[0], inUse[0], inUse[0]}, inUse, "bytes in use after each step")
+}

@@ -221,6 +221,9 @@ func (t *Trainer) TrainStep(exs []*Example) (StepReport, error) {
 	b := e.Model.Backend()
 	rep := StepReport{}
 	var acc *MetaGrad
+	// The meta-gradients live on the backend: each one is released once
+	// it is added in, and the sum once it is applied.
+	defer func() { releaseGrad(b, acc) }()
 	scale := 1 / float64(len(exs))
 	for _, ex := range exs {
 		g, err := e.MetaGradient(p, ex, t.rng.Uint64())
@@ -235,7 +238,9 @@ func (t *Trainer) TrainStep(exs []*Example) (StepReport, error) {
 			acc = g
 			continue
 		}
-		if err := addGrad(b, acc, g); err != nil {
+		err = addGrad(b, acc, g)
+		releaseGrad(b, g)
+		if err != nil {
 			return rep, err
 		}
 	}
@@ -350,6 +355,21 @@ func hostGroups(g *MetaGrad) []NamedSlice {
 		out = append(out, g.Weighting.Tensors()...)
 	}
 	return out
+}
+
+// releaseGrad frees the backend tensors of a meta-gradient (nil: none).
+func releaseGrad(b nn.Backend, g *MetaGrad) {
+	if g == nil {
+		return
+	}
+	for _, x := range tensors(g.Init) {
+		_ = b.Release(x)
+	}
+	if g.Base != nil {
+		for _, x := range g.Base.Tensors() {
+			_ = b.Release(x)
+		}
+	}
 }
 
 func addGrad(b nn.Backend, acc, g *MetaGrad) error {
