@@ -557,10 +557,11 @@ func train(ctx context.Context, tr *perk.Trainer, ds *perk.Dataset, o *options, 
 }
 
 // learnedLRSummary describes the learned inner learning rates: per inner
-// step, their geometric mean over the LoRA tensors and their range.
+// step, the geometric mean of the positive ones (a learned rate may turn
+// negative) and their range over the LoRA tensors.
 func learnedLRSummary(l *perk.LearnedLRs) string {
 	var sb strings.Builder
-	sb.WriteString("learned inner learning rates (per step: geometric mean over tensors, min–max):")
+	sb.WriteString("learned inner learning rates (per step: geometric mean of the positive ones, min–max over tensors):")
 	for t := 0; t < l.Steps(); t++ {
 		lo, hi, logSum, n := math.Inf(1), math.Inf(-1), 0.0, 0
 		for _, v := range l.At(t) {

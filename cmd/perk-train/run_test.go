@@ -278,7 +278,7 @@ func TestConfigFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, stdout, "2 inner steps")
 	assert.Contains(t, stdout, "step 1/1")
-	assert.Contains(t, stdout, "learned inner learning rates (per step: geometric mean over tensors, min–max): step 1 ")
+	assert.Contains(t, stdout, "learned inner learning rates (per step: geometric mean of the positive ones, min–max over tensors): step 1 ")
 
 	_, _, err = runCLI(t, "--config", write("icr.yaml", "keep-last: 1\n"), "--mode", "icr", "--model", modelDir, "--data", data,
 		"--out", filepath.Join(dir, "icr"), "--steps", "1")
@@ -407,7 +407,7 @@ func TestInterruptDuringEvaluation(t *testing.T) {
 
 func TestLearnedLRSummary(t *testing.T) {
 	l := &perk.LearnedLRs{Names: []string{"a", "b"}, Values: [][]float64{{0.01, 0.1}, {0.04, 0.1}}}
-	assert.Equal(t, "learned inner learning rates (per step: geometric mean over tensors, min–max): step 1 0.02 (0.01–0.04); step 2 0.1 (0.1–0.1)",
+	assert.Equal(t, "learned inner learning rates (per step: geometric mean of the positive ones, min–max over tensors): step 1 0.02 (0.01–0.04); step 2 0.1 (0.1–0.1)",
 		learnedLRSummary(l))
 	l.Values = [][]float64{{-0.01}}
 	assert.Contains(t, learnedLRSummary(l), "step 1 n/a (-0.01–-0.01)")
