@@ -98,6 +98,8 @@ type options struct {
 	keepLast                                  int
 	// badRecords is --on-bad-record, with skipped lines reported to stderr.
 	badRecords perk.OnBadRecord
+	// evalSets are the --eval-data files, read before any model is loaded.
+	evalSets []evalSet
 }
 
 func newFlags(o *options) *pflag.FlagSet {
@@ -265,6 +267,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if o.dump == "" && (o.out == "" || o.steps <= 0) {
 		return fmt.Errorf("training needs --out DIR and --steps N > 0 (or use --dump-metagrad)")
+	}
+	if o.evalSets, err = loadEvalSets(&o); err != nil {
+		return err
 	}
 	if o.dump == "" {
 		if o.resume == "" {

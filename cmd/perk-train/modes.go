@@ -333,6 +333,9 @@ func runICR(ctx context.Context, fs *pflag.FlagSet, o *options, stdout io.Writer
 	if o.modelDir == "" || o.data == "" || o.out == "" || o.steps <= 0 {
 		return fmt.Errorf("--mode icr needs --model, --data, --out DIR and --steps N > 0")
 	}
+	if o.evalSets, err = loadEvalSets(o); err != nil {
+		return err
+	}
 	dt, err := precision(o.precision)
 	if err != nil {
 		return err
@@ -467,7 +470,13 @@ func loadEvalSets(o *options) ([]evalSet, error) {
 		if o.evalLimit > 0 && len(recs) > o.evalLimit {
 			recs = recs[:o.evalLimit]
 		}
-		out = append(out, evalSet{name: strings.TrimSuffix(filepath.Base(path), ".jsonl"), recs: recs})
+		name := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		for _, prev := range out {
+			if prev.name == name {
+				return nil, fmt.Errorf("--eval-data: two files named %s (eval.tsv and metrics.jsonl tell sets apart by file name); rename one", name)
+			}
+		}
+		out = append(out, evalSet{name: name, recs: recs})
 	}
 	return out, nil
 }
@@ -604,9 +613,9 @@ const evalHeader = "mode\tstep\tdata\tn\tanswer_loss\taccuracy\tunanswered"
 // newEvalHook loads --eval-data; it returns nil when there is none. A
 // resumed run (first > 0) keeps eval.tsv's rows up to step first.
 func newEvalHook(o *options, mode string, first int, out io.Writer, metrics *progress, score func([]perk.Record) (evalResult, error)) (*evalHook, error) {
-	sets, err := loadEvalSets(o)
-	if err != nil || len(sets) == 0 {
-		return nil, err
+	sets := o.evalSets
+	if len(sets) == 0 {
+		return nil, nil
 	}
 	h := &evalHook{sets: sets, mode: mode, path: filepath.Join(o.out, evalFile), out: out, metrics: metrics, score: score}
 	if first > 0 {

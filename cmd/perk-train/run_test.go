@@ -312,6 +312,8 @@ func TestBadInput(t *testing.T) {
 
 	file := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	twin := filepath.Join(t.TempDir(), "train.jsonl")
+	require.NoError(t, os.WriteFile(twin, raw, 0o644))
 	for _, c := range []struct {
 		args []string
 		want string
@@ -321,6 +323,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--out", t.TempDir(), "--progress", "fancy"}, `unknown --progress "fancy"`},
 		{[]string{"--out", t.TempDir(), "--best-metric", "f1"}, `unknown --best-metric "f1"`},
 		{[]string{"--out", t.TempDir(), "--keep-last", "-1"}, "--keep-last -1 must be ≥ 0"},
+		{[]string{"--out", t.TempDir(), "--eval-data", data + "," + twin}, "--eval-data: two files named train"},
 	} {
 		_, _, err := runCLI(t, append(trainArgs(modelDir, data), append([]string{"--steps", "1"}, c.args...)...)...)
 		require.ErrorContains(t, err, c.want, strings.Join(c.args, " "))
