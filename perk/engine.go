@@ -128,6 +128,22 @@ type MetaGrad struct {
 	Mem MemReport
 }
 
+// Release frees the meta-gradient's tensors on backend b (the model's);
+// a nil MetaGrad has none.
+func (g *MetaGrad) Release(b nn.Backend) {
+	if g == nil {
+		return
+	}
+	for _, x := range tensors(g.Init) {
+		_ = b.Release(x)
+	}
+	if g.Base != nil {
+		for _, x := range g.Base.Tensors() {
+			_ = b.Release(x)
+		}
+	}
+}
+
 // MemReport is the tracked memory of a meta-step: every tensor the engine
 // allocated on the backend (optimiser state per step, adjoints, work
 // buffers, per-token weights, gradients) plus the activation peak of the

@@ -223,7 +223,7 @@ func (t *Trainer) TrainStep(exs []*Example) (StepReport, error) {
 	var acc *MetaGrad
 	// The meta-gradients live on the backend: each one is released once
 	// it is added in, and the sum once it is applied.
-	defer func() { releaseGrad(b, acc) }()
+	defer func() { acc.Release(b) }()
 	scale := 1 / float64(len(exs))
 	for _, ex := range exs {
 		g, err := e.MetaGradient(p, ex, t.rng.Uint64())
@@ -239,7 +239,7 @@ func (t *Trainer) TrainStep(exs []*Example) (StepReport, error) {
 			continue
 		}
 		err = addGrad(b, acc, g)
-		releaseGrad(b, g)
+		g.Release(b)
 		if err != nil {
 			return rep, err
 		}
@@ -355,21 +355,6 @@ func hostGroups(g *MetaGrad) []NamedSlice {
 		out = append(out, g.Weighting.Tensors()...)
 	}
 	return out
-}
-
-// releaseGrad frees the backend tensors of a meta-gradient (nil: none).
-func releaseGrad(b nn.Backend, g *MetaGrad) {
-	if g == nil {
-		return
-	}
-	for _, x := range tensors(g.Init) {
-		_ = b.Release(x)
-	}
-	if g.Base != nil {
-		for _, x := range g.Base.Tensors() {
-			_ = b.Release(x)
-		}
-	}
 }
 
 func addGrad(b nn.Backend, acc, g *MetaGrad) error {

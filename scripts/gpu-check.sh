@@ -23,8 +23,9 @@
 #   kernel-bench cmd/bench run --device cuda --suite all: every kernel timed next to its
 #                same-run peer (cuBLAS GEMM, copy bandwidth, naive attention) with its
 #                error against a float64 reference > kernel-bench.txt, kernel-bench.json
-#   scaling      cmd/bench scaling --device cuda: PERK vs ICR per example at 1K-16K
-#                tokens on a GPT-2-small-shaped model > scaling/ (table, JSON, plot),
+#   scaling      cmd/bench scaling --device cuda --meta: PERK vs ICR per example, and a
+#                meta-gradient per example, at 1K-16K tokens on a GPT-2-small-shaped
+#                model > scaling/ (table, JSON, plot),
 #                and with PERK learning one segment at a time > scaling-grouped/
 #   e2e          the tools with -tags cuda on a tiny task: perk-data, perk-train
 #                --mode pretrain, perk-train (PERK) and perk-eval, all --device cuda
@@ -398,10 +399,10 @@ step_kernel_bench() {
 step_scaling() {
   local log=$1
   need_go "$log" || return 1
-  logrun "$log" 120 go run -tags cuda ./cmd/bench scaling --device cuda --lengths 1024,4096,16384 --out "$OUT/scaling"
+  logrun "$log" 120 go run -tags cuda ./cmd/bench scaling --device cuda --meta --lengths 1024,4096,16384 --out "$OUT/scaling"
   local rc=$?
   # PERK learning one segment at a time with block checkpointing.
-  logrun "$log" 120 go run -tags cuda ./cmd/bench scaling --device cuda --lengths 1024,4096,16384 \
+  logrun "$log" 120 go run -tags cuda ./cmd/bench scaling --device cuda --meta --lengths 1024,4096,16384 \
     --group-segments 1 --checkpoint-policy blocks --out "$OUT/scaling-grouped" || rc=$?
   NOTE="scaling/ and scaling-grouped/: scaling.md, .json, .png"
   return "$rc"

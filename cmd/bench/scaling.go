@@ -43,6 +43,10 @@ const (
 	scalingPNGFile  = "scaling.png"
 )
 
+// modeMeta is the mode that measures meta-training: one meta-gradient per
+// example (the inner steps, their VJPs and the second-order terms).
+const modeMeta = "meta"
+
 // Status of a (length, mode) cell.
 const (
 	statusOK      = "ok"
@@ -55,7 +59,7 @@ type scalingOptions struct {
 	device, lengths, modelDir, out, policy                                  string
 	examples, innerSteps, loraRank, segmentTokens, maxNewTok, groupSegments int
 	seed                                                                    uint64
-	json                                                                    bool
+	json, meta                                                              bool
 }
 
 func newScalingFlags(o *scalingOptions) *pflag.FlagSet {
@@ -70,6 +74,7 @@ func newScalingFlags(o *scalingOptions) *pflag.FlagSet {
 	fs.IntVar(&o.segmentTokens, "segment-tokens", tasks.DefaultSegmentTokens, "most tokens per context segment")
 	fs.IntVar(&o.groupSegments, "group-segments", 0, "PERK: learn at most `G` segments at a time, accumulating the gradient of each inner step over groups (perk-train's --inner-accum; less memory, same result up to rounding); 0: all segments at once")
 	fs.StringVar(&o.policy, "checkpoint-policy", "none", "PERK: activation checkpointing of test-time learning, none or blocks")
+	fs.BoolVar(&o.meta, "meta", false, "also measure meta-training: one meta-gradient per example (the inner steps, their VJPs and finite-difference HVPs through the last two), with the same segments grouping and checkpointing")
 	fs.IntVar(&o.maxNewTok, "max-new-tokens", 16, "tokens decoded per answer, in both modes (no early stop at EOS, so both decode the same number)")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the records, the random model and the LoRA initialisation")
 	fs.StringVar(&o.out, "out", "", "output `DIR` for scaling.json, scaling.md and scaling.png (created; default: no files)")
@@ -217,7 +222,11 @@ func runScalingWith(args []string, stdout, stderr io.Writer, opts ...gpu.Option)
 		fmt.Fprintf(stderr, "bench scaling: --device %s runs small lengths (%s tokens) on the CPU; the paper's 1K…128K lengths need --device cuda\n", o.device, joinInts(lengths))
 	}
 	measure := func(mode string, k int) (scalingResult, error) { return r.measure(mode, recs[k]) }
-	results, err := sweep(lengths, measure, func(res scalingResult) { progress(stderr, res) })
+	modes := perk.EvalModes()
+	if o.meta {
+		modes = append(modes, modeMeta)
+	}
+	results, err := sweep(lengths, modes, measure, func(res scalingResult) { progress(stderr, res) })
 	if err != nil {
 		return err
 	}
@@ -421,24 +430,55 @@ func newScalingRunner(o *scalingOptions, m *model.Model, src *textSource) (*scal
 	return r, nil
 }
 
-// answer answers record i of a length the way perk.Evaluator.Predict does,
-// keeping the error (an out-of-memory error must stay recognisable).
-func (r *scalingRunner) answer(mode string, rec perk.Record, i int) (*perk.Answer, error) {
-	ev := r.evals[mode]
-	if mode == perk.ModePERK {
-		if r.group > 0 { // groups of at most r.group segments
-			ev.Engine.Inner.Accum = (len(rec.Context) + r.group - 1) / r.group
-		}
-		return ev.Engine.Answer(ev.Params, ev.Encoder, rec, r.gen, ev.Seed+uint64(i))
+// cost is what one example cost in one mode.
+type cost struct {
+	promptTokens  int
+	adapt, decode time.Duration
+	peak          int64 // tracked
+}
+
+// run answers record i of a length the way perk.Evaluator.Predict does,
+// keeping the error (an out-of-memory error must stay recognisable), or in
+// the meta mode computes its meta-gradient with PERK's engine.
+func (r *scalingRunner) run(mode string, rec perk.Record, i int) (cost, error) {
+	ev := r.evals[perk.ModePERK]
+	if mode != perk.ModeICR && r.group > 0 { // groups of at most r.group segments
+		ev.Engine.Inner.Accum = (len(rec.Context) + r.group - 1) / r.group
 	}
-	return perk.ICRAnswer(ev.Model, ev.Adapter, ev.Encoder, rec, r.gen)
+	var a *perk.Answer
+	var err error
+	switch mode {
+	case perk.ModePERK:
+		a, err = ev.Engine.Answer(ev.Params, ev.Encoder, rec, r.gen, ev.Seed+uint64(i))
+	case perk.ModeICR:
+		icr := r.evals[perk.ModeICR]
+		a, err = perk.ICRAnswer(icr.Model, icr.Adapter, icr.Encoder, rec, r.gen)
+	case modeMeta:
+		ex, err := ev.Encoder.Encode(rec, nil)
+		if err != nil {
+			return cost{}, err
+		}
+		start := time.Now()
+		g, err := ev.Engine.MetaGradient(ev.Params, ex, ev.Seed+uint64(i))
+		if err != nil {
+			return cost{}, err
+		}
+		g.Release(ev.Engine.Model.Backend())
+		return cost{adapt: time.Since(start), peak: g.Mem.PeakBytes}, nil
+	default:
+		return cost{}, fmt.Errorf("unknown mode %q", mode)
+	}
+	if err != nil {
+		return cost{}, err
+	}
+	return cost{promptTokens: a.PromptTokens, adapt: a.AdaptTime, decode: a.DecodeTime, peak: a.PeakBytes()}, nil
 }
 
 // measure answers one length's records in one mode, after one untimed
 // warm-up answer the first time a mode runs.
 func (r *scalingRunner) measure(mode string, items []tasks.Item) (scalingResult, error) {
 	if !r.warm[mode] {
-		if _, err := r.answer(mode, items[0].Record, 0); err != nil {
+		if _, err := r.run(mode, items[0].Record, 0); err != nil {
 			return scalingResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 		r.warm[mode] = true
@@ -451,7 +491,7 @@ func (r *scalingRunner) measure(mode string, items []tasks.Item) (scalingResult,
 			base = r.pool.Stats().InUse
 		}
 		start := time.Now()
-		a, err := r.answer(mode, it.Record, i)
+		c, err := r.run(mode, it.Record, i)
 		if err != nil {
 			return scalingResult{}, err
 		}
@@ -460,7 +500,7 @@ func (r *scalingRunner) measure(mode string, items []tasks.Item) (scalingResult,
 		if r.pool != nil {
 			pool = r.pool.Stats().Peak - base
 		}
-		res.add(it, a, secs, pool)
+		res.add(it, c, secs, pool)
 	}
 	res.finish(len(items))
 	return res, nil
@@ -494,15 +534,15 @@ type scalingResult struct {
 	PoolPeakBytes int64 `json:"pool_peak_bytes,omitempty"`
 }
 
-func (r *scalingResult) add(it tasks.Item, a *perk.Answer, secs float64, pool int64) {
+func (r *scalingResult) add(it tasks.Item, c cost, secs float64, pool int64) {
 	if it.Meta.Tokens != nil {
 		r.ContextTokens += float64(*it.Meta.Tokens)
 	}
-	r.PromptTokens += float64(a.PromptTokens)
+	r.PromptTokens += float64(c.promptTokens)
 	r.Seconds += secs
-	r.AdaptSeconds += a.AdaptTime.Seconds()
-	r.DecodeSeconds += a.DecodeTime.Seconds()
-	r.PeakBytes = max(r.PeakBytes, a.PeakBytes())
+	r.AdaptSeconds += c.adapt.Seconds()
+	r.DecodeSeconds += c.decode.Seconds()
+	r.PeakBytes = max(r.PeakBytes, c.peak)
 	r.PoolPeakBytes = max(r.PoolPeakBytes, pool)
 }
 
@@ -531,11 +571,11 @@ func progress(w io.Writer, r scalingResult) {
 // each (when non-nil) with every measured result. An out-of-memory error
 // marks the mode's cell OOM and skips the mode at the longer lengths; any
 // other error stops the sweep.
-func sweep(lengths []int, measure func(mode string, k int) (scalingResult, error), each func(scalingResult)) ([]scalingResult, error) {
+func sweep(lengths []int, modes []string, measure func(mode string, k int) (scalingResult, error), each func(scalingResult)) ([]scalingResult, error) {
 	var out []scalingResult
 	stopped := map[string]bool{}
 	for k, n := range lengths {
-		for _, mode := range perk.EvalModes() {
+		for _, mode := range modes {
 			res := scalingResult{Status: statusSkipped}
 			if !stopped[mode] {
 				r, err := measure(mode, k)
@@ -559,7 +599,12 @@ func sweep(lengths []int, measure func(mode string, k int) (scalingResult, error
 	return out, nil
 }
 
-func modeTitle(mode string) string { return strings.ToUpper(mode) }
+func modeTitle(mode string) string {
+	if mode == modeMeta {
+		return "meta-gradient"
+	}
+	return strings.ToUpper(mode)
+}
 
 // scalingReport is the run's result, written as scaling.json.
 type scalingReport struct {
@@ -603,6 +648,9 @@ func newScalingReport(o *scalingOptions, b nn.Backend, desc string, lengths []in
 	if rep.hasPool() {
 		rep.Notes = append(rep.Notes, "Pool peak is the GPU memory pool's peak during an example above what was in use before it (the weights): every tensor, kernel scratch and cached index arrays.")
 	}
+	if o.meta {
+		rep.Notes = append(rep.Notes, "Meta-gradient is meta-training's cost per example: PERK's inner steps, their VJPs and the finite-difference Hessian-vector products through the differentiated steps (the last two of the four), with the same segment grouping and checkpointing; tracked peak is perk.MetaGrad.Mem.PeakBytes.")
+	}
 	if o.device != "cuda" {
 		rep.Notes = append(rep.Notes, "CPU figures at small lengths; the paper's 1K…128K lengths need --device cuda.")
 	}
@@ -613,20 +661,11 @@ func (rep *scalingReport) hasPool() bool {
 	return slices.ContainsFunc(rep.Results, func(r scalingResult) bool { return r.PoolPeakBytes > 0 })
 }
 
-// cell returns the result of a mode at a length.
-func (rep *scalingReport) cell(n int, mode string) (scalingResult, bool) {
-	i := slices.IndexFunc(rep.Results, func(r scalingResult) bool { return r.Length == n && r.Mode == mode })
-	if i < 0 {
-		return scalingResult{}, false
-	}
-	return rep.Results[i], true
-}
-
 // scalingColumn is one column of the markdown table: its title and its
-// text for a length's PERK and ICR results.
+// text for a length's results, by mode.
 type scalingColumn struct {
 	title string
-	text  func(p, i scalingResult) string
+	text  func(c map[string]scalingResult) string
 }
 
 // value formats one mode's figure, or says why there is none.
@@ -648,29 +687,42 @@ func ratio(p, i scalingResult, f func(scalingResult) float64) string {
 	return fmt.Sprintf("%.2f×", f(p)/f(i))
 }
 
+// hasMode reports whether the run measured mode.
+func (rep *scalingReport) hasMode(mode string) bool {
+	return slices.ContainsFunc(rep.Results, func(r scalingResult) bool { return r.Mode == mode })
+}
+
 func (rep *scalingReport) columns() []scalingColumn {
 	secs := func(r scalingResult) string { return perk.SecondsString(r.Seconds) }
 	tracked := func(r scalingResult) string { return perk.BytesString(float64(r.PeakBytes)) }
 	pooled := func(r scalingResult) string { return perk.BytesString(float64(r.PoolPeakBytes)) }
+	of := func(mode string, f func(scalingResult) string) func(map[string]scalingResult) string {
+		return func(c map[string]scalingResult) string { return value(c[mode], f) }
+	}
+	perkOverICR := func(f func(scalingResult) float64) func(map[string]scalingResult) string {
+		return func(c map[string]scalingResult) string { return ratio(c[perk.ModePERK], c[perk.ModeICR], f) }
+	}
 	cols := []scalingColumn{
-		{"PERK time / example", func(p, _ scalingResult) string { return value(p, secs) }},
-		{"PERK tracked peak", func(p, _ scalingResult) string { return value(p, tracked) }},
-		{"ICR time / example", func(_, i scalingResult) string { return value(i, secs) }},
-		{"ICR tracked peak", func(_, i scalingResult) string { return value(i, tracked) }},
-		{"time PERK/ICR", func(p, i scalingResult) string {
-			return ratio(p, i, func(r scalingResult) float64 { return r.Seconds })
-		}},
-		{"tracked peak PERK/ICR", func(p, i scalingResult) string {
-			return ratio(p, i, func(r scalingResult) float64 { return float64(r.PeakBytes) })
-		}},
+		{"PERK time / example", of(perk.ModePERK, secs)},
+		{"PERK tracked peak", of(perk.ModePERK, tracked)},
+		{"ICR time / example", of(perk.ModeICR, secs)},
+		{"ICR tracked peak", of(perk.ModeICR, tracked)},
+		{"time PERK/ICR", perkOverICR(func(r scalingResult) float64 { return r.Seconds })},
+		{"tracked peak PERK/ICR", perkOverICR(func(r scalingResult) float64 { return float64(r.PeakBytes) })},
 	}
 	if rep.hasPool() {
 		cols = append(cols,
-			scalingColumn{"PERK pool peak", func(p, _ scalingResult) string { return value(p, pooled) }},
-			scalingColumn{"ICR pool peak", func(_, i scalingResult) string { return value(i, pooled) }},
-			scalingColumn{"pool peak PERK/ICR", func(p, i scalingResult) string {
-				return ratio(p, i, func(r scalingResult) float64 { return float64(r.PoolPeakBytes) })
-			}})
+			scalingColumn{"PERK pool peak", of(perk.ModePERK, pooled)},
+			scalingColumn{"ICR pool peak", of(perk.ModeICR, pooled)},
+			scalingColumn{"pool peak PERK/ICR", perkOverICR(func(r scalingResult) float64 { return float64(r.PoolPeakBytes) })})
+	}
+	if rep.hasMode(modeMeta) {
+		cols = append(cols,
+			scalingColumn{"meta-gradient time / example", of(modeMeta, secs)},
+			scalingColumn{"meta-gradient tracked peak", of(modeMeta, tracked)})
+		if rep.hasPool() {
+			cols = append(cols, scalingColumn{"meta-gradient pool peak", of(modeMeta, pooled)})
+		}
 	}
 	return cols
 }
@@ -685,11 +737,15 @@ func (rep *scalingReport) table() string {
 	}
 	sb.WriteString("\n|---|" + strings.Repeat("---|", len(cols)) + "\n")
 	for _, n := range rep.Lengths {
-		p, _ := rep.cell(n, perk.ModePERK)
-		i, _ := rep.cell(n, perk.ModeICR)
+		cells := map[string]scalingResult{}
+		for _, r := range rep.Results {
+			if r.Length == n {
+				cells[r.Mode] = r
+			}
+		}
 		sb.WriteString("| " + strconv.Itoa(n) + " |")
 		for _, c := range cols {
-			sb.WriteString(" " + c.text(p, i) + " |")
+			sb.WriteString(" " + c.text(cells) + " |")
 		}
 		sb.WriteString("\n")
 	}
@@ -796,7 +852,7 @@ func (rep *scalingReport) panel(title, yLabel string, y func(scalingResult) floa
 	p.Add(plotter.NewGrid())
 	p.Legend.Top, p.Legend.Left = true, true
 	top := 0.0
-	for c, mode := range perk.EvalModes() {
+	for c, mode := range append(perk.EvalModes(), modeMeta) {
 		var xys plotter.XYs
 		for _, r := range rep.Results {
 			if r.Mode == mode && r.Status == statusOK {

@@ -18,6 +18,7 @@ import (
 	"github.com/perkgo/perk/nn/gpu"
 	"github.com/perkgo/perk/nn/model"
 	"github.com/perkgo/perk/nn/tokenizer"
+	"github.com/perkgo/perk/perk"
 	"github.com/perkgo/perk/runtime"
 )
 
@@ -161,7 +162,7 @@ func TestSweep(t *testing.T) {
 	}
 
 	var seen []string
-	res, err := sweep(lengths, measure(128, nil), func(r scalingResult) { seen = append(seen, fmt.Sprint(r.Mode, r.Length, r.Status)) })
+	res, err := sweep(lengths, perk.EvalModes(), measure(128, nil), func(r scalingResult) { seen = append(seen, fmt.Sprint(r.Mode, r.Length, r.Status)) })
 	require.NoError(t, err)
 	assert.Equal(t, []string{"perk64", "icr64", "perk128", "icr128", "icr256"}, calls, "PERK stops after its OOM")
 	assert.Equal(t, []string{"perk64ok", "icr64ok", "perk128oom", "icr128ok", "icr256ok"}, seen)
@@ -175,7 +176,7 @@ func TestSweep(t *testing.T) {
 
 	calls = nil
 	boom := errors.New("boom")
-	_, err = sweep(lengths, measure(1<<20, boom), nil)
+	_, err = sweep(lengths, perk.EvalModes(), measure(1<<20, boom), nil)
 	require.ErrorIs(t, err, boom, "any other error fails the run")
 	assert.Contains(t, err.Error(), "length 256")
 }
@@ -252,9 +253,11 @@ func TestLengthLabel(t *testing.T) {
 }
 
 // TestScalingGroupedSegments: --group-segments and --checkpoint-policy reach
-// PERK's engine and the report. Learning one segment at a time with block
-// checkpointing holds less at once than learning them all together (the
-// memory is counted, not timed, so the comparison is exact).
+// PERK's engine and the report, and --meta measures a meta-gradient per
+// example. Learning one segment at a time with block checkpointing holds
+// less at once than learning them all together, at test time and in
+// meta-training (the memory is counted, not timed, so the comparison is
+// exact).
 func TestScalingGroupedSegments(t *testing.T) {
 	run := func(args ...string) scalingReport {
 		dir := filepath.Join(t.TempDir(), "out")
@@ -262,7 +265,7 @@ func TestScalingGroupedSegments(t *testing.T) {
 		require.NoError(t, runScaling(append([]string{"--lengths", "512", "--segment-tokens", "128", "--out", dir}, args...), &stdout, &stderr), stderr.String())
 		return readScaling(t, dir)
 	}
-	all, grouped := run(), run("--group-segments", "1", "--checkpoint-policy", "blocks")
+	all, grouped := run("--meta"), run("--meta", "--group-segments", "1", "--checkpoint-policy", "blocks")
 	assert.Equal(t, 0, all.GroupSegments)
 	assert.Equal(t, "none", all.Policy)
 	assert.Equal(t, 1, grouped.GroupSegments)
@@ -273,4 +276,17 @@ func TestScalingGroupedSegments(t *testing.T) {
 	}
 	assert.Less(t, perkPeak(grouped), perkPeak(all))
 	t.Logf("PERK tracked peak at 512 tokens: all segments %d bytes, one 128-token segment at a time with blocks %d", perkPeak(all), perkPeak(grouped))
+
+	// --meta adds meta-training's cost: one meta-gradient per example.
+	metaPeak := func(rep scalingReport) int64 {
+		require.Len(t, rep.Results, 3)
+		m := rep.Results[2]
+		require.Equal(t, modeMeta, m.Mode)
+		require.Equal(t, statusOK, m.Status)
+		assert.Positive(t, m.Seconds)
+		return m.PeakBytes
+	}
+	assert.Less(t, metaPeak(grouped), metaPeak(all))
+	assert.Greater(t, metaPeak(all), perkPeak(all), "the meta-gradient keeps more than test-time learning")
+	t.Logf("meta-gradient tracked peak at 512 tokens: all segments %d bytes, grouped %d", metaPeak(all), metaPeak(grouped))
 }
