@@ -4,7 +4,8 @@ package main
 // length it generates needle records (perk/tasks), answers each one with
 // test-time learning (PERK: perk.Engine.Answer, no context in the prompt)
 // and with the context in the prompt (ICR: perk.ICRAnswer) — the two calls
-// perk.Evaluator makes — and reports wall time and peak memory per example.
+// perk.Evaluator makes — and reports wall time and peak memory per example;
+// with --meta it also measures meta-training, one meta-gradient per example.
 
 import (
 	"encoding/json"
