@@ -12,7 +12,7 @@ import (
 
 // SelfCheck exercises the runtime and every kernel family on dev against
 // float64 references and prints one line per check. It returns an error if
-// any check fails. It is what `make demo` runs until the PERK demo exists.
+// any check fails (`make selfcheck`, `bench selfcheck`).
 func SelfCheck(dev runtime.Device, w io.Writer) error {
 	fmt.Fprintf(w, "self-check on %s\n", dev.Name())
 	failed := 0
@@ -103,14 +103,54 @@ func randVals(rng *rand.Rand, n int) []float64 {
 	return v
 }
 
+// arrays holds one check's device arrays: it keeps the first allocation
+// error (later calls do nothing) and frees every array at once.
+type arrays struct {
+	dev  runtime.Device
+	held []kernels.Array
+	err  error
+}
+
+func (as *arrays) keep(a kernels.Array, err error) kernels.Array {
+	if err != nil {
+		as.err = err
+		return a
+	}
+	as.held = append(as.held, a)
+	return a
+}
+
+// upload copies vals to a new array of type t and shape.
+func (as *arrays) upload(t runtime.DType, shape []int, vals []float64) kernels.Array {
+	if as.err != nil {
+		return kernels.Array{}
+	}
+	return as.keep(kernels.Upload(as.dev, t, shape, vals))
+}
+
+// alloc makes an uninitialised array of type t and shape.
+func (as *arrays) alloc(t runtime.DType, shape ...int) kernels.Array {
+	if as.err != nil {
+		return kernels.Array{}
+	}
+	return as.keep(kernels.NewArray(as.dev, t, shape...))
+}
+
+func (as *arrays) free() {
+	for _, a := range as.held {
+		_ = kernels.FreeArray(a)
+	}
+}
+
 func checkFill(dev runtime.Device, _ *rand.Rand) (float64, error) {
+	as := &arrays{dev: dev}
+	defer as.free()
 	worst := 0.0
 	for _, t := range []runtime.DType{runtime.F32, runtime.BF16, runtime.F16} {
-		a, err := kernels.NewArray(dev, t, 1001)
-		if err != nil {
-			return 0, err
+		a := as.alloc(t, 1001)
+		if as.err != nil {
+			return 0, as.err
 		}
-		defer kernels.FreeArray(a)
 		if err := kernels.Fill(0, a, 0.1); err != nil {
 			return 0, err
 		}
@@ -129,21 +169,14 @@ func checkFill(dev runtime.Device, _ *rand.Rand) (float64, error) {
 
 func checkCast(dev runtime.Device, rng *rand.Rand) (float64, error) {
 	x := randVals(rng, 777)
-	src, err := kernels.Upload(dev, runtime.F32, []int{len(x)}, x)
-	if err != nil {
-		return 0, err
+	as := &arrays{dev: dev}
+	defer as.free()
+	src := as.upload(runtime.F32, []int{len(x)}, x)
+	mid := as.alloc(runtime.BF16, len(x))
+	back := as.alloc(runtime.F32, len(x))
+	if as.err != nil {
+		return 0, as.err
 	}
-	defer kernels.FreeArray(src)
-	mid, err := kernels.NewArray(dev, runtime.BF16, len(x))
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(mid)
-	back, err := kernels.NewArray(dev, runtime.F32, len(x))
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(back)
 	if err := kernels.Cast(0, mid, src); err != nil {
 		return 0, err
 	}
@@ -163,16 +196,13 @@ func checkCast(dev runtime.Device, rng *rand.Rand) (float64, error) {
 
 func checkAxpy(dev runtime.Device, rng *rand.Rand) (float64, error) {
 	x, y := randVals(rng, 5000), randVals(rng, 5000)
-	xa, err := kernels.Upload(dev, runtime.F32, []int{len(x)}, x)
-	if err != nil {
-		return 0, err
+	as := &arrays{dev: dev}
+	defer as.free()
+	xa := as.upload(runtime.F32, []int{len(x)}, x)
+	ya := as.upload(runtime.F32, []int{len(y)}, y)
+	if as.err != nil {
+		return 0, as.err
 	}
-	defer kernels.FreeArray(xa)
-	ya, err := kernels.Upload(dev, runtime.F32, []int{len(y)}, y)
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(ya)
 	if err := kernels.Axpy(0, 0.75, xa, ya); err != nil {
 		return 0, err
 	}
@@ -189,26 +219,15 @@ func checkAxpy(dev runtime.Device, rng *rand.Rand) (float64, error) {
 
 func checkReduce(dev runtime.Device, rng *rand.Rand) (float64, error) {
 	x, y := randVals(rng, 20011), randVals(rng, 20011)
-	xa, err := kernels.Upload(dev, runtime.F32, []int{len(x)}, x)
-	if err != nil {
-		return 0, err
+	as := &arrays{dev: dev}
+	defer as.free()
+	xa := as.upload(runtime.F32, []int{len(x)}, x)
+	ya := as.upload(runtime.F32, []int{len(y)}, y)
+	out := as.alloc(runtime.F32, 1)
+	scratch := as.alloc(runtime.F32, kernels.ReduceGrid(len(x)))
+	if as.err != nil {
+		return 0, as.err
 	}
-	defer kernels.FreeArray(xa)
-	ya, err := kernels.Upload(dev, runtime.F32, []int{len(y)}, y)
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(ya)
-	out, err := kernels.NewArray(dev, runtime.F32, 1)
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(out)
-	scratch, err := kernels.NewArray(dev, runtime.F32, kernels.ReduceGrid(len(x)))
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(scratch)
 	worst := 0.0
 	var first float64
 	for i, op := range []kernels.ReduceOp{kernels.Sum, kernels.Dot, kernels.Sum} {
@@ -254,21 +273,14 @@ func checkGEMM(dev runtime.Device, rng *rand.Rand) (float64, error) {
 	for i := range bv {
 		bv[i] = runtime.Round(runtime.BF16, bv[i])
 	}
-	a, err := kernels.Upload(dev, runtime.BF16, []int{m, k}, av)
-	if err != nil {
-		return 0, err
+	as := &arrays{dev: dev}
+	defer as.free()
+	a := as.upload(runtime.BF16, []int{m, k}, av)
+	b := as.upload(runtime.BF16, []int{n, k}, bv)
+	c := as.alloc(runtime.F32, m, n)
+	if as.err != nil {
+		return 0, as.err
 	}
-	defer kernels.FreeArray(a)
-	b, err := kernels.Upload(dev, runtime.BF16, []int{n, k}, bv)
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(b)
-	c, err := kernels.NewArray(dev, runtime.F32, m, n)
-	if err != nil {
-		return 0, err
-	}
-	defer kernels.FreeArray(c)
 	if err := kernels.GEMM(0, c, a, b, true, 1, 0); err != nil {
 		return 0, err
 	}
