@@ -96,7 +96,18 @@ func (b *Backend) sumSquares(op string, xs []*nn.Tensor) (float64, error) {
 
 // SumSquares returns Σ x² over every tensor in xs.
 func (b *Backend) SumSquares(xs []*nn.Tensor) (float64, error) {
-	const op = "sumsquares"
+	return b.checkedSumSquares("sumsquares", xs)
+}
+
+// GlobalNorm returns the L2 norm of the concatenation of xs.
+func (b *Backend) GlobalNorm(xs []*nn.Tensor) (float64, error) {
+	s, err := b.checkedSumSquares("globalnorm", xs)
+	return math.Sqrt(s), err
+}
+
+// checkedSumSquares is sumSquares behind the backend lock and the argument
+// check, errors named after op.
+func (b *Backend) checkedSumSquares(op string, xs []*nn.Tensor) (float64, error) {
 	if err := b.lock(op); err != nil {
 		return 0, err
 	}
@@ -107,22 +118,6 @@ func (b *Backend) SumSquares(xs []*nn.Tensor) (float64, error) {
 		return 0, ck.Err()
 	}
 	return b.sumSquares(op, xs)
-}
-
-// GlobalNorm returns the L2 norm of the concatenation of xs.
-func (b *Backend) GlobalNorm(xs []*nn.Tensor) (float64, error) {
-	const op = "globalnorm"
-	if err := b.lock(op); err != nil {
-		return 0, err
-	}
-	defer b.unlock()
-	ck := b.newChecker(op)
-	nn.CheckList(ck, xs)
-	if ck.Err() != nil {
-		return 0, ck.Err()
-	}
-	s, err := b.sumSquares(op, xs)
-	return math.Sqrt(s), err
 }
 
 // ClipGlobalNorm scales every tensor of xs by min(1, maxNorm/(norm+1e-6))
